@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages that the demo and the tests call (mkfs tools, partitioners,
+# independent checkers). Idempotent: apt-get runs only when something is missing.
+set -eu
+PKGS="e2fsprogs dosfstools ntfs-3g exfatprogs exfat-fuse fuse3 mtools fdisk gdisk parted partclone
+util-linux cryptsetup-bin lvm2 mdadm zstd libudev1 udev"
+missing=""
+for p in $PKGS; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "host-setup: missing Debian packages:$missing — run as root or install them" >&2
+    exit 1
+  fi
+  echo "host-setup: installing$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
