@@ -1,0 +1,125 @@
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BufferSource, FileSource } from '../../rescue/engine/devices/source.ts';
+import { RescueError } from '../../rescue/engine/errors.ts';
+import { ext } from '../../rescue/engine/filesystems/ext.ts';
+import { dumpe2fsUsed, fillTree, mkfsExt, uncovered, withMounted } from '../fixtures/ext.ts';
+import { assertWellFormedExtents, copyUsedExtents, makeTempDir, run } from '../fixtures/lab.ts';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let small: Buffer;
+let smallCsum: Buffer;
+
+beforeAll(async () => {
+  dir = await makeTempDir('rescue-ext-fuzz-');
+  const a = join(dir, 'plain.img');
+  await mkfsExt(a, 16 * MiB, 'ext2', ['-b', '1024', '-g', '2048', '-N', '512']);
+  await withMounted(a, join(dir, 'mnt'), (m) => fillTree(m, 7, 0.25));
+  small = await fsp.readFile(a);
+  const b = join(dir, 'csum.img');
+  await mkfsExt(b, 16 * MiB, 'ext4', [
+    '-b',
+    '1024',
+    '-g',
+    '2048',
+    '-N',
+    '512',
+    '-O',
+    'metadata_csum,flex_bg',
+  ]);
+  await withMounted(b, join(dir, 'mnt'), (m) => fillTree(m, 8, 0.25));
+  smallCsum = await fsp.readFile(b);
+});
+afterAll(async () => {
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function analyse(bytes: Buffer): Promise<'ok' | 'rejected'> {
+  const src = new BufferSource(bytes);
+  try {
+    const id = await ext.identify(src);
+    const map = await ext.usedMap!(src);
+    assertWellFormedExtents(map.extents, Math.min(src.size, id.size ?? src.size));
+    return 'ok';
+  } catch (e) {
+    if (e instanceof RescueError) return 'rejected';
+    throw e;
+  }
+}
+
+describe('ext on damaged metadata', () => {
+  it('random byte mutations of the superblock, descriptors and bitmaps never crash or hang', async () => {
+    for (const base of [small, smallCsum]) {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.tuple(fc.integer({ min: 0, max: 96 * 1024 - 1 }), fc.integer({ min: 0, max: 255 })), {
+            minLength: 1,
+            maxLength: 24,
+          }),
+          async (mutations) => {
+            const bytes = Buffer.from(base);
+            for (const [off, val] of mutations) bytes[off] = val;
+            await analyse(bytes);
+          },
+        ),
+        { numRuns: 250 },
+      );
+    }
+  });
+
+  it('a truncated filesystem is a typed error', async () => {
+    for (const len of [0, 1500, 2048, 8192, 1 * MiB]) {
+      await expect(analyse(small.subarray(0, len))).resolves.toBe('rejected');
+    }
+  });
+
+  it('a block bitmap whose checksum is wrong makes its whole group count as used', async () => {
+    const img = join(dir, 'bad-bitmap.img');
+    await fsp.writeFile(img, smallCsum);
+    const layoutOut = (await run('dumpe2fs', [img])).stdout;
+    // Group 1's bitmap: zero it, so the bitmap claims the group is empty.
+    const m = /^Group 1:[\s\S]*?Block bitmap at (\d+)/m.exec(layoutOut);
+    const before = await dumpe2fsUsed(img);
+    const h = await fsp.open(img, 'r+');
+    await h.write(Buffer.alloc(1024), 0, 1024, Number(m![1]) * 1024);
+    await h.close();
+    const src = await FileSource.open(img);
+    const map = await ext.usedMap!(src);
+    await src.close();
+    expect(map.reason).toMatch(/group\(s\) 1\b/);
+    expect(uncovered(before.used, map.extents)).toBe(0);
+  });
+
+  it('a zeroed bitmap on ext2 (no checksums) disagrees with the free count and keeps its group', async () => {
+    const img = join(dir, 'bad-bitmap2.img');
+    await fsp.writeFile(img, small);
+    const out = (await run('dumpe2fs', [img])).stdout;
+    const m = /^Group 0:[\s\S]*?Block bitmap at (\d+)/m.exec(out);
+    const before = await dumpe2fsUsed(img);
+    const h = await fsp.open(img, 'r+');
+    await h.write(Buffer.alloc(1024), 0, 1024, Number(m![1]) * 1024);
+    await h.close();
+    const src = await FileSource.open(img);
+    const map = await ext.usedMap!(src);
+    await src.close();
+    expect(map.reason).toMatch(/group\(s\) 0\b/);
+    expect(uncovered(before.used, map.extents)).toBe(0);
+    // And the copy still checks clean against the original's metadata (restore the bitmap first).
+    const copy = `${img}.copy`;
+    await copyUsedExtents(img, map.extents, copy, small.length);
+    const hc = await fsp.open(copy, 'r+');
+    await hc.write(small, Number(m![1]) * 1024, 1024, Number(m![1]) * 1024);
+    await hc.close();
+    const fsck = await run('e2fsck', ['-f', '-n', copy], { allowFail: true });
+    expect(fsck.code, fsck.stdout).toBe(0);
+  });
+
+  it('a corrupted group descriptor on a checksummed filesystem is refused, not guessed', async () => {
+    const bytes = Buffer.from(smallCsum);
+    bytes[2 * 1024 + 0x08] ^= 0x40; // group 0's inode table location, in the GDT at block 2
+    await expect(analyse(bytes)).resolves.toBe('rejected');
+  });
+});
