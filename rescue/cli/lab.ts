@@ -13,7 +13,7 @@ import { RescueError } from '../engine/errors.ts';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
-const LAB_VERSION = '1';
+const LAB_VERSION = '2';
 
 async function sh(cmd: string, args: string[], input?: string): Promise<void> {
   try {
@@ -170,112 +170,154 @@ export interface LabDisk {
   description: string;
 }
 
+/** Makes a volume of `size` bytes in the file `path`. */
+type VolumeMaker = (path: string, size: number, work: string) => Promise<void>;
+
+interface LabDiskPlan {
+  file: string;
+  description: string;
+  size: number;
+  /** sfdisk script; absent for a disk that is one filesystem without a table. */
+  sfdisk?: string;
+  /** One maker per entry of `sfdisk --json`'s partition list (undefined: leave it empty). */
+  volumes: (VolumeMaker | undefined)[];
+}
+
+const fat =
+  (bits: 12 | 16 | 32, label: string, blob: number): VolumeMaker =>
+  (p, size, work) =>
+    fatVolume(p, size, bits, label, work, blob);
+const extfs =
+  (type: 'ext2' | 'ext4', label: string, blob: number): VolumeMaker =>
+  (p, size, work) =>
+    extVolume(p, size, type, label, work, blob);
+const ntfsfs =
+  (label: string, blob: number): VolumeMaker =>
+  (p, size, work) =>
+    ntfsVolume(p, size, label, work, blob);
+const exfatfs =
+  (label: string, blob: number): VolumeMaker =>
+  (p, size, work) =>
+    exfatVolume(p, size, label, work, blob);
+const swapArea =
+  (label: string): VolumeMaker =>
+  async (p, size) => {
+    await sparse(p, size);
+    await sh('mkswap', ['-L', label, p]);
+  };
+const luksVolume =
+  (label: string): VolumeMaker =>
+  async (p, size) => {
+    await sparse(p, size);
+    // Cheap key derivation: this is a demo container, not a place for secrets.
+    const args = [
+      'luksFormat',
+      '-q',
+      '--type',
+      'luks2',
+      '--pbkdf',
+      'pbkdf2',
+      '--pbkdf-force-iterations',
+      '1000',
+    ];
+    await sh('cryptsetup', [...args, '--label', label, p, '-'], 'demo-password');
+  };
+
+const GPT_TYPE = {
+  esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  msr: 'E3C9E316-0B5C-4DB8-817D-F92DF00215AE',
+  basicData: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  linux: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+} as const;
+
+const PLAN: LabDiskPlan[] = [
+  {
+    file: 'bios-mbr.img',
+    description: 'old BIOS PC: MBR, FAT16 boot, extended with ext4 + swap + ext2 logicals',
+    size: 400 * MiB,
+    sfdisk: [
+      'label: dos',
+      'label-id: 0x1ea5e0a1',
+      'start=1MiB, size=64MiB, type=e, bootable',
+      'start=65MiB, type=5',
+      'size=192MiB, type=83',
+      'size=48MiB, type=82',
+      'type=83',
+    ].join('\n'),
+    // sfdisk lists p1, the extended container p2, then the logicals p5, p6, p7.
+    volumes: [
+      fat(16, 'BOOT', 2 * MiB),
+      undefined,
+      extfs('ext4', 'data', 24 * MiB),
+      swapArea('swap0'),
+      extfs('ext2', 'old', 4 * MiB),
+    ],
+  },
+  {
+    file: 'uefi-gpt.img',
+    description: 'UEFI dual boot: GPT, ESP (FAT32), MSR, NTFS Windows, ext4 Linux, LUKS vault',
+    size: 1024 * MiB,
+    sfdisk: [
+      'label: gpt',
+      'label-id: 5E5C0E00-D15C-4B00-8000-0000000000A1',
+      `start=1MiB, size=100MiB, type=${GPT_TYPE.esp}, name="EFI system partition"`,
+      `size=16MiB, type=${GPT_TYPE.msr}, name="Microsoft reserved partition"`,
+      `size=400MiB, type=${GPT_TYPE.basicData}, name="Basic data partition"`,
+      `size=300MiB, type=${GPT_TYPE.linux}, name="linux"`,
+      `type=${GPT_TYPE.linux}, name="vault"`,
+    ].join('\n'),
+    volumes: [
+      fat(32, 'EFI', 1 * MiB),
+      undefined,
+      ntfsfs('Windows', 32 * MiB),
+      extfs('ext4', 'linux', 16 * MiB),
+      luksVolume('vault'),
+    ],
+  },
+  {
+    file: 'usb-stick.img',
+    description: 'USB stick: MBR with one exFAT partition',
+    size: 128 * MiB,
+    sfdisk: 'label: dos\nlabel-id: 0x57c1c0de\nstart=1MiB, type=7',
+    volumes: [exfatfs('STICK', 8 * MiB)],
+  },
+  {
+    file: 'floppy.img',
+    description: 'floppy: FAT12 without a partition table',
+    size: 1440 * 1024,
+    volumes: [fat(12, 'FLOPPY', 256 * 1024)],
+  },
+];
+
+async function buildDisk(plan: LabDiskPlan, disk: string, work: string): Promise<void> {
+  if (!plan.sfdisk) {
+    await plan.volumes[0]?.(disk, plan.size, work);
+    return;
+  }
+  await sparse(disk, plan.size);
+  await sh('sfdisk', ['--quiet', disk], `${plan.sfdisk}\n`);
+  const parts = await layoutOf(disk);
+  for (const [i, make] of plan.volumes.entries()) {
+    if (!make) continue;
+    const volume = join(work, `volume-${i}`);
+    await make(volume, parts[i].size, work);
+    await place(volume, disk, parts[i].start);
+  }
+}
+
 /** Builds the lab in `dir` unless a complete one is already there. Returns its disks. */
 export async function buildLab(dir: string, log: (line: string) => void = () => {}): Promise<LabDisk[]> {
-  const disks: LabDisk[] = [
-    {
-      path: join(dir, 'bios-mbr.img'),
-      description: 'old BIOS PC: MBR, FAT16 boot, extended with ext4 + swap + ext2 logicals',
-    },
-    {
-      path: join(dir, 'uefi-gpt.img'),
-      description: 'UEFI dual boot: GPT, ESP (FAT32), MSR, NTFS Windows, ext4 Linux, LUKS vault',
-    },
-    { path: join(dir, 'usb-stick.img'), description: 'USB stick: MBR with one exFAT partition' },
-    { path: join(dir, 'floppy.img'), description: 'floppy: FAT12 without a partition table' },
-  ];
+  const disks = PLAN.map((p) => ({ path: join(dir, p.file), description: p.description }));
   const marker = join(dir, '.complete');
   if ((await fsp.readFile(marker, 'utf8').catch(() => '')) === LAB_VERSION) return disks;
 
   await fsp.mkdir(dir, { recursive: true });
   const work = await fsp.mkdtemp(join(dir, '.work-'));
   try {
-    log('building bios-mbr.img (MBR with logical partitions) …');
-    {
-      const disk = disks[0].path;
-      await sparse(disk, 400 * MiB);
-      await sh(
-        'sfdisk',
-        ['--quiet', disk],
-        'label: dos\nlabel-id: 0x1ea5e0a1\nstart=1MiB, size=64MiB, type=e, bootable\nstart=65MiB, type=5\nsize=192MiB, type=83\nsize=48MiB, type=82\ntype=83\n',
-      );
-      // sfdisk lists p1, the extended container p2, then logicals p5, p6, p7.
-      const [p1, , p5, p6, p7] = await layoutOf(disk);
-      const f1 = join(work, 'p1');
-      await fatVolume(f1, p1.size, 16, 'BOOT', work, 2 * MiB);
-      await place(f1, disk, p1.start);
-      const f5 = join(work, 'p5');
-      await extVolume(f5, p5.size, 'ext4', 'data', work, 24 * MiB);
-      await place(f5, disk, p5.start);
-      const f6 = join(work, 'p6');
-      await sparse(f6, p6.size);
-      await sh('mkswap', ['-L', 'swap0', f6]);
-      await place(f6, disk, p6.start);
-      const f7 = join(work, 'p7');
-      await extVolume(f7, p7.size, 'ext2', 'old', work, 4 * MiB);
-      await place(f7, disk, p7.start);
+    for (const [i, plan] of PLAN.entries()) {
+      log(`building ${plan.file} (${plan.description}) …`);
+      await buildDisk(plan, disks[i].path, work);
     }
-    log('building uefi-gpt.img (GPT: ESP, MSR, NTFS, ext4, LUKS) …');
-    {
-      const disk = disks[1].path;
-      await sparse(disk, 1024 * MiB);
-      await sh(
-        'sfdisk',
-        ['--quiet', disk],
-        [
-          'label: gpt',
-          'start=1MiB, size=100MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI system partition"',
-          'size=16MiB, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE, name="Microsoft reserved partition"',
-          'size=400MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name="Basic data partition"',
-          'size=300MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="linux"',
-          'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="vault"',
-          '',
-        ].join('\n'),
-      );
-      const [esp, , win, lin, vault] = await layoutOf(disk);
-      const fEsp = join(work, 'esp');
-      await fatVolume(fEsp, esp.size, 32, 'EFI', work, 1 * MiB);
-      await place(fEsp, disk, esp.start);
-      const fWin = join(work, 'win');
-      await ntfsVolume(fWin, win.size, 'Windows', work, 32 * MiB);
-      await place(fWin, disk, win.start);
-      const fLin = join(work, 'lin');
-      await extVolume(fLin, lin.size, 'ext4', 'linux', work, 16 * MiB);
-      await place(fLin, disk, lin.start);
-      const fVault = join(work, 'vault');
-      await sparse(fVault, vault.size);
-      await sh(
-        'cryptsetup',
-        [
-          'luksFormat',
-          '-q',
-          '--type',
-          'luks2',
-          '--pbkdf',
-          'pbkdf2',
-          '--pbkdf-force-iterations',
-          '1000',
-          '--label',
-          'vault',
-          fVault,
-          '-',
-        ],
-        'demo-password',
-      );
-      await place(fVault, disk, vault.start);
-    }
-    log('building usb-stick.img (exFAT) …');
-    {
-      const disk = disks[2].path;
-      await sparse(disk, 128 * MiB);
-      await sh('sfdisk', ['--quiet', disk], 'label: dos\nstart=1MiB, type=7\n');
-      const [stick] = await layoutOf(disk);
-      const f1 = join(work, 'stick');
-      await exfatVolume(f1, stick.size, 'STICK', work, 8 * MiB);
-      await place(f1, disk, stick.start);
-    }
-    log('building floppy.img (FAT12, no partition table) …');
-    await fatVolume(disks[3].path, 1440 * 1024, 12, 'FLOPPY', work, 256 * 1024);
     await fsp.writeFile(marker, LAB_VERSION);
   } finally {
     await fsp.rm(work, { recursive: true, force: true });

@@ -4,22 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildLab, type LabDisk } from '../../rescue/cli/lab.ts';
 import type { Inventory } from '../../rescue/engine/devices/inventory.ts';
-import { makeTempDir, run } from '../fixtures/lab.ts';
+import { blkidExport, makeTempDir, run } from '../fixtures/lab.ts';
 
 const CLI = join(import.meta.dirname, '../../rescue/cli/main.ts');
 
 function rescue(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function blkidExport(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).replace(/\\ /g, ' ');
-  }
-  return out;
 }
 
 let dir: string;
@@ -44,7 +35,7 @@ describe('rescue list on image files', () => {
       expect(disk.size).toBe(st.size);
       expect(disk.kind).toBe('image');
       if (disk.table === 'none') {
-        const b = blkidExport((await run('blkid', ['-p', '-o', 'export', disk.path])).stdout);
+        const b = await blkidExport(disk.path);
         expect(disk.fs?.type).toBe(b.TYPE);
         expect(disk.fs?.label).toBe(b.LABEL);
         expect(disk.fs?.uuid).toBe(b.UUID);
@@ -76,17 +67,7 @@ describe('rescue list on image files', () => {
         if (s.uuid) expect(p.uuid).toBe(s.uuid);
         if (s.name) expect(p.name).toBe(s.name);
         if (p.kind === 'extended') continue;
-        const b = blkidExport(
-          (
-            await run(
-              'blkid',
-              ['-p', '-o', 'export', '-O', String(p.start), '-S', String(p.size), disk.path],
-              {
-                allowFail: true,
-              },
-            )
-          ).stdout,
-        );
+        const b = await blkidExport(disk.path, 'utf8', { offset: p.start, size: p.size });
         expect(p.fs?.type, `${disk.path} partition ${p.number}`).toBe(b.TYPE ?? 'unknown');
         if (b.TYPE) {
           expect(p.fs?.label).toBe(b.LABEL);

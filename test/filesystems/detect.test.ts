@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BufferSource, FileSource } from '../../rescue/engine/devices/source.ts';
 import { detectFilesystem, usedMapOf } from '../../rescue/engine/filesystems/detect.ts';
-import { makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
+import { blkidExport, makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -13,15 +13,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
-
-function blkid(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).replace(/\\ /g, ' ');
-  }
-  return out;
-}
 
 async function detectFile(path: string) {
   const src = await FileSource.open(path);
@@ -33,7 +24,7 @@ async function detectFile(path: string) {
 }
 
 async function expectLikeBlkid(path: string, probePath = path) {
-  const b = blkid((await run('blkid', ['-p', '-o', 'export', probePath])).stdout);
+  const b = await blkidExport(probePath);
   const { id, map } = await detectFile(path);
   expect(id.type).toBe(b.TYPE);
   expect(id.uuid).toBe(b.UUID);
@@ -90,7 +81,7 @@ describe('detection of containers and special volumes, against blkid', () => {
     const loop = (await run('losetup', ['--find', '--show', img])).stdout.trim();
     try {
       await run('pvcreate', ['-q', '-y', '-ff', loop]);
-      const b = blkid((await run('blkid', ['-p', '-o', 'export', loop])).stdout);
+      const b = await blkidExport(loop);
       const { id, map } = await detectFile(img);
       expect(id.type).toBe('LVM2_member');
       expect(id.uuid).toBe(b.UUID);

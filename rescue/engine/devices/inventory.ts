@@ -123,19 +123,7 @@ export async function inspectDisk(path: string, device?: BlockDevice): Promise<D
       partitions: [],
     };
     if (table.diskId !== undefined) report.diskId = table.diskId;
-    if (device) {
-      Object.assign(report, {
-        model: device.model,
-        vendor: device.vendor,
-        serial: device.serial,
-        transport: device.transport,
-        rotational: device.rotational,
-        removable: device.removable,
-        readOnly: device.readOnly,
-        backingFile: device.backingFile,
-        ...usageFields(device),
-      });
-    }
+    if (device) Object.assign(report, deviceFacts(device));
     if (table.kind === 'none') {
       report.fs = await fsReport(src);
       if (report.fs.type === 'unknown' && report.fs.usedMethod === 'sector-by-sector') {
@@ -220,6 +208,13 @@ function unreadableDisk(
       devicePath: p.path,
       ...usageFields(p),
     })),
+    ...deviceFacts(device),
+  };
+}
+
+/** What sysfs knows about a disk, in the report's terms. */
+function deviceFacts(device: BlockDevice): Partial<DiskReport> {
+  return {
     model: device.model,
     vendor: device.vendor,
     serial: device.serial,
