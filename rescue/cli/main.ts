@@ -10,6 +10,7 @@ const HELP = `rescue — disk imaging and rescue
 
 Usage:
   rescue list [--json] [DISK-OR-IMAGE …]   disks, partitions, filesystems, labels, used/free
+  rescue list --watch [--json]             the same, then follow disks being plugged in and out
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text

@@ -1,5 +1,6 @@
 /** `rescue list [--json] [DISK-OR-IMAGE …]` — like the manual's `AMBackup /l`, for people and scripts. */
 import { parseArgs } from 'node:util';
+import { watchBlockDevices } from '../../engine/devices/hotplug.ts';
 import { type DiskReport, type FsReport, inventory } from '../../engine/devices/inventory.ts';
 import { formatBytes, UsageError } from '../output.ts';
 
@@ -10,17 +11,70 @@ export async function listCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  if (parsed.values.watch && parsed.positionals.length > 0) {
+    throw new UsageError('--watch lists every disk of the machine; give no DISK-OR-IMAGE with it');
+  }
   const inv = await inventory(parsed.positionals);
   if (parsed.values.json) {
-    process.stdout.write(`${JSON.stringify(inv, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(inv, null, parsed.values.watch ? undefined : 2)}\n`);
   } else {
     process.stdout.write(renderInventory(inv.disks));
   }
+  if (parsed.values.watch) await watch(!!parsed.values.json);
   return 0;
 }
 
+/**
+ * Follows disks being plugged in and out until Ctrl-C: one line per event (a JSON object per line
+ * with --json), and the new disk's listing when a whole disk appears or changes.
+ */
+async function watch(json: boolean): Promise<void> {
+  const stop = new AbortController();
+  const done = new Promise<void>((resolve) => {
+    const onSignal = () => {
+      stop.abort();
+      resolve();
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  });
+  let queue = Promise.resolve();
+  const how = await watchBlockDevices(
+    (e) => {
+      queue = queue.then(async () => {
+        if (json) {
+          process.stdout.write(`${JSON.stringify({ event: e })}\n`);
+        } else {
+          const verb = { add: 'added', remove: 'removed', change: 'changed' }[e.action];
+          process.stdout.write(`${e.action === 'remove' ? '-' : '+'} ${e.devnode} ${verb} (${e.devtype})\n`);
+        }
+        if (e.devtype !== 'disk' || e.action === 'remove') return;
+        try {
+          const inv = await inventory([e.devnode]);
+          process.stdout.write(json ? `${JSON.stringify(inv)}\n` : renderInventory(inv.disks));
+        } catch (err) {
+          // A disk that vanished again or cannot be read is reported, the watch goes on.
+          process.stderr.write(`rescue: ${e.devnode}: ${(err as Error).message}\n`);
+        }
+      });
+    },
+    { signal: stop.signal },
+  );
+  process.stderr.write(
+    how.mode === 'udev'
+      ? `Watching for disks (libudev, ${how.source} events). Ctrl-C to stop.\n`
+      : `Watching for disks by polling sysfs (${how.reason}). Ctrl-C to stop.\n`,
+  );
+  await done;
+  await queue;
+}
+
 function parse(argv: string[]) {
-  return parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' } } });
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, watch: { type: 'boolean' } },
+  });
 }
 
 function fsCells(fs: FsReport | undefined): string[] {
