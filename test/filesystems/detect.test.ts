@@ -47,8 +47,8 @@ describe('detection of containers and special volumes, against blkid', () => {
     const h = await fsp.open(img, 'r+');
     await h.write(Buffer.from('S1SUSPEND\0'), 0, 10, 4096 - 10);
     await h.close();
-    const { id, map } = await detectFile(img);
-    expect(id.type).toBe('swap');
+    const { id, map } = await expectLikeBlkid(img);
+    expect(id.type).toBe('swsuspend');
     expect(id.state?.hibernationImage).toBe(true);
     expect(map.method).toBe('sector-by-sector');
     expect(map.usedBytes).toBe(8 * MiB);
@@ -139,17 +139,45 @@ describe('detection of containers and special volumes, against blkid', () => {
     expect(id.version).toBe('1.0');
   });
 
-  it('BitLocker is recognised by its boot sector and copied whole', async () => {
-    const boot = Buffer.alloc(64 * 1024);
+  it('BitLocker (Windows 7+ header with its FVE metadata block) as blkid, copied whole', async () => {
+    const img = await sparseFile(join(dir, 'bde.img'), 8 * MiB);
+    const boot = Buffer.alloc(512);
     boot.write('\xeb\x58\x90-FVE-FS-', 0, 'latin1');
+    boot.writeBigUInt64LE(BigInt(2 * MiB), 176);
     boot[510] = 0x55;
     boot[511] = 0xaa;
-    const src = new BufferSource(boot);
-    const id = await detectFilesystem(src);
+    const h = await fsp.open(img, 'r+');
+    await h.write(boot, 0, 512, 0);
+    await h.write(Buffer.from('-FVE-FS-', 'latin1'), 0, 8, 2 * MiB);
+    await h.close();
+    expect((await blkidExport(img)).TYPE).toBe('BitLocker');
+    const { id, map } = await detectFile(img);
     expect(id.type).toBe('BitLocker');
-    const map = await usedMapOf(src, id);
     expect(map.method).toBe('sector-by-sector');
     expect(map.reason).toMatch(/BitLocker/);
+  });
+
+  it('BitLocker To Go behind its decoy FAT32 boot sector is BitLocker, not vfat', async () => {
+    const img = await sparseFile(join(dir, 'togo.img'), 64 * MiB);
+    await run('mkfs.vfat', ['-F', '32', img]);
+    const h = await fsp.open(img, 'r+');
+    const boot = Buffer.alloc(512);
+    await h.read(boot, 0, 512, 0);
+    boot.write('\xeb\x58\x90MSWIN4.1', 0, 'latin1');
+    boot.writeBigUInt64LE(BigInt(40 * MiB), 440);
+    await h.write(boot, 0, 512, 0);
+    await h.write(Buffer.from('-FVE-FS-', 'latin1'), 0, 8, 40 * MiB);
+    await h.close();
+    expect((await blkidExport(img)).TYPE).toBe('BitLocker');
+    const { id, map } = await detectFile(img);
+    expect(id.type).toBe('BitLocker');
+    expect(id.version).toBe('To Go');
+    expect(map.usedBytes).toBe(64 * MiB);
+    // The same boot sector without FVE metadata where it points is a plain FAT32 again.
+    const h2 = await fsp.open(img, 'r+');
+    await h2.write(Buffer.alloc(8), 0, 8, 40 * MiB);
+    await h2.close();
+    expect((await detectFile(img)).id.type).toBe('vfat');
   });
 
   it('zeros, random bytes and tiny volumes are "unknown", copied whole, never an exception', async () => {

@@ -7,7 +7,7 @@
  */
 import type { BlockSource } from '../devices/source.ts';
 import { isRescueError, RescueError } from '../errors.ts';
-import { bitlocker } from './bitlocker.ts';
+import { bitlocker, probeBitLocker } from './bitlocker.ts';
 import { exfat } from './exfat.ts';
 import { ext } from './ext.ts';
 import { totalBytes } from './extents.ts';
@@ -32,6 +32,7 @@ const MODULE_BY_TYPE: Partial<Record<FsType, FilesystemModule>> = {
   vfat: fat,
   exfat,
   swap,
+  swsuspend: swap,
   crypto_LUKS: luks,
   BitLocker: bitlocker,
   LVM2_member: lvm,
@@ -44,6 +45,7 @@ const NO_MAP_REASON: Partial<Record<FsType, string>> = {
   BitLocker: 'encrypted (BitLocker): free space cannot be told from data',
   LVM2_member: 'LVM physical volume: its logical volumes are copied whole',
   linux_raid_member: 'software-RAID member: copied whole',
+  jbd: 'external ext journal device: copied whole',
   unknown: 'no known filesystem',
 };
 
@@ -61,6 +63,8 @@ export async function detectFilesystem(src: BlockSource): Promise<FsIdentity> {
   const found = await findMdSuperblock(src).catch(rethrowIoOnly);
   if (found) return md.identify(src);
   const head = await src.read(0, Math.min(src.size, PROBE_HEAD_BYTES));
+  // BitLocker To Go hides behind a decoy FAT boot sector: it must be settled before FAT is probed.
+  if (await probeBitLocker(src, head).catch(rethrowIoOnly)) return bitlocker.identify(src);
   const problems: string[] = [];
   for (const mod of ORDER) {
     let matches = false;

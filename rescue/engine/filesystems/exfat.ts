@@ -186,6 +186,18 @@ function addClusters(set: ExtentSet, layout: ExfatLayout, clusters: readonly num
 
 async function usedMap(src: BlockSource, signal?: AbortSignal): Promise<UsedMap> {
   const { layout } = await openVolume(src);
+  if (layout.dirty) {
+    // exFAT has no journal: a volume removed while dirty may have directory entries whose clusters
+    // never reached the allocation bitmap. fsck.exfat would add them; we copy everything instead.
+    return {
+      method: 'sector-by-sector',
+      extents: [{ start: 0, length: layout.volumeBytes }],
+      usedBytes: layout.volumeBytes,
+      reason:
+        'the exFAT volume is marked dirty (removed without ejecting), so its allocation bitmap may be ' +
+        'incomplete; run fsck.exfat (or chkdsk) on it to allow a used-space backup',
+    };
+  }
   const walker = new ChainWalker(src, layout);
   const set = new ExtentSet(layout.volumeBytes);
   // Main and backup boot regions, the FAT(s) and whatever alignment padding lies before the heap.

@@ -204,6 +204,18 @@ async function extUsedMap(src: BlockSource, signal?: AbortSignal): Promise<UsedM
   const { sb, groups, descs } = layout;
   const bs = sb.blockSize;
   const fsBytes = sb.blocksCount * bs;
+  // After a crash the journal holds newer bitmaps than the disk does (e2fsck or the next mount
+  // replays it): a map from the on-disk bitmaps can miss blocks of files that were fsynced.
+  if (hasFeature(sb, 'incompat', INCOMPAT.RECOVER) || sb.state & STATE.ERROR) {
+    return {
+      method: 'sector-by-sector',
+      extents: [{ start: 0, length: fsBytes }],
+      usedBytes: fsBytes,
+      reason: hasFeature(sb, 'incompat', INCOMPAT.RECOVER)
+        ? 'the ext journal needs recovery (not unmounted cleanly), so the on-disk block bitmaps may be stale; run e2fsck (it replays the journal) to allow a used-space backup'
+        : 'the kernel recorded errors on this ext filesystem, so its block bitmaps cannot be trusted; run e2fsck to allow a used-space backup',
+    };
+  }
   const set = new ExtentSet(fsBytes);
   const seed = csumSeed(sb);
   const ratio = sb.clusterSize / bs;
@@ -266,7 +278,7 @@ export const ext: FilesystemModule = {
   async identify(src: BlockSource): Promise<FsIdentity> {
     const sb = await readSuperblock(src);
     const id: FsIdentity = {
-      type: hasFeature(sb, 'incompat', INCOMPAT.JOURNAL_DEV) ? 'unknown' : extVersion(sb),
+      type: hasFeature(sb, 'incompat', INCOMPAT.JOURNAL_DEV) ? 'jbd' : extVersion(sb),
       uuid: formatUuid(sb.uuid),
       blockSize: sb.blockSize,
       size: sb.blocksCount * sb.blockSize,
@@ -277,7 +289,8 @@ export const ext: FilesystemModule = {
         errors: (sb.state & STATE.ERROR) !== 0,
       },
     };
-    if (sb.volumeName) id.label = sb.volumeName;
+    // blkid drops trailing blanks from labels; so do we.
+    if (sb.volumeName.trimEnd()) id.label = sb.volumeName.trimEnd();
     if (hasFeature(sb, 'incompat', INCOMPAT.RECOVER))
       id.warnings?.push('journal needs recovery (not unmounted cleanly)');
     else if (!(sb.state & STATE.VALID)) id.warnings?.push('not unmounted cleanly');

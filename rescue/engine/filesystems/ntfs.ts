@@ -546,7 +546,7 @@ async function ntfsIdentify(src: BlockSource): Promise<FsIdentity> {
   }
   try {
     const facts = await readVolumeFile(vol);
-    if (facts.label) id.label = facts.label;
+    if (facts.label.trimEnd()) id.label = facts.label.trimEnd();
     id.version = `${facts.info.major}.${facts.info.minor}`;
     state.dirty = facts.info.dirty;
     state.volumeFlags = facts.info.flags;
@@ -603,17 +603,37 @@ export async function ntfsAllocationMap(src: BlockSource, signal?: AbortSignal):
  * partclone refuses such a volume.
  */
 async function ntfsUsedMap(src: BlockSource, signal?: AbortSignal): Promise<UsedMap> {
+  signal?.throwIfAborted();
   const vol = await openVolume(src);
+  const whole = (reason: string): UsedMap => ({
+    method: 'sector-by-sector',
+    extents: [{ start: 0, length: vol.size }],
+    usedBytes: vol.size,
+    reason,
+  });
   const { info } = await readVolumeFile(vol);
   if (info.dirty) {
-    return {
-      method: 'sector-by-sector',
-      extents: [{ start: 0, length: vol.size }],
-      usedBytes: vol.size,
-      reason:
-        'the NTFS volume is marked dirty (chkdsk pending), so its allocation bitmap cannot be trusted; ' +
+    return whole(
+      'the NTFS volume is marked dirty (chkdsk pending), so its allocation bitmap cannot be trusted; ' +
         'run "chkdsk /f" in Windows to allow a used-space backup',
-    };
+    );
+  }
+  // Hibernation, Fast Startup and crashes leave changes in the journal that are not yet in $Bitmap
+  // and $MFT on disk; Windows replays them on its next start. A map from the stale $Bitmap could
+  // miss clusters the replay makes part of files, so such volumes are copied whole.
+  if ((await checkHiberfile(vol)).hibernated) {
+    return whole(
+      'Windows is hibernated or was shut down with Fast Startup, so the on-disk allocation bitmap may ' +
+        'be stale; for a used-space backup start Windows and shut it down fully (Shift + Shut down), ' +
+        'or turn Fast Startup off',
+    );
+  }
+  const log = await checkLogFile(vol);
+  if (!(log.empty || log.page?.clean)) {
+    return whole(
+      'the NTFS journal ($LogFile) was not closed cleanly (a crash or power loss), so the on-disk ' +
+        'allocation bitmap may be stale; start Windows once and shut it down to allow a used-space backup',
+    );
   }
   return allocationMap(vol, signal);
 }

@@ -8,7 +8,7 @@ import { corrupt } from '../errors.ts';
 import { formatUuid } from './ext-codec.ts';
 import type { FilesystemModule, FsIdentity, UsedMap } from './types.ts';
 
-const PAGE_SIZES = [4096, 8192, 16384, 65536] as const;
+const PAGE_SIZES = [4096, 8192, 16384, 32768, 65536] as const;
 const SWAP_MAGICS = ['SWAPSPACE2', 'SWAP-SPACE'];
 const HIBERNATION_MAGICS = ['S1SUSPEND', 'S2SUSPEND', 'ULSUSPEND', 'LINHIB0001'];
 
@@ -36,8 +36,15 @@ export const swap: FilesystemModule = {
     const head = await readHead(src);
     const sig = findSignature(head);
     if (!sig) throw corrupt('swap', 'no swap signature');
-    const id: FsIdentity = { type: 'swap', blockSize: sig.pageSize, size: src.size, warnings: [] };
-    if (sig.magic === 'SWAPSPACE2') {
+    const hibernation = HIBERNATION_MAGICS.includes(sig.magic);
+    // blkid calls a swap area that holds a hibernation image "swsuspend".
+    const id: FsIdentity = {
+      type: hibernation ? 'swsuspend' : 'swap',
+      blockSize: sig.pageSize,
+      size: src.size,
+      warnings: [],
+    };
+    if (sig.magic === 'SWAPSPACE2' || hibernation) {
       // struct swap_header_v1_2 after the 1024-byte boot block: version, last_page, nr_badpages, uuid, label.
       const b = head.subarray(1024);
       id.version = String(b.readUInt32LE(0));
@@ -46,10 +53,13 @@ export const swap: FilesystemModule = {
       id.uuid = formatUuid(b.subarray(12, 28));
       const label = b.subarray(28, 44);
       const end = label.indexOf(0);
-      const text = label.subarray(0, end < 0 ? 16 : end).toString('utf8');
+      const text = label
+        .subarray(0, end < 0 ? 16 : end)
+        .toString('utf8')
+        .trimEnd();
       if (text) id.label = text;
     }
-    if (HIBERNATION_MAGICS.includes(sig.magic)) {
+    if (hibernation) {
       id.state = { hibernationImage: true };
       id.warnings?.push(
         'holds a Linux hibernation image: it is copied whole; resuming from it after a restore to other hardware is unsafe',

@@ -10,6 +10,8 @@ export type FsType =
   | 'vfat'
   | 'exfat'
   | 'swap'
+  | 'swsuspend'
+  | 'jbd'
   | 'crypto_LUKS'
   | 'BitLocker'
   | 'LVM2_member'

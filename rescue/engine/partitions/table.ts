@@ -385,7 +385,8 @@ async function mbrPartitions(src: BlockSource, mbr: Mbr, sectorSize: number, f: 
       );
     }
   };
-  let extended: { number: number; first: number; sectors: number } | undefined;
+  // Linux (msdos_partition) walks every extended partition's chain, numbering on from 5.
+  const extendeds: { number: number; first: number; sectors: number }[] = [];
   mbr.entries.forEach((e, i) => {
     if (e.sectors === 0) return;
     const number = i + 1;
@@ -395,15 +396,14 @@ async function mbrPartitions(src: BlockSource, mbr: Mbr, sectorSize: number, f: 
     }
     beyond(number, e.firstLba, e.sectors);
     if (isExt) {
-      if (extended) {
+      if (extendeds.length > 0) {
         f.add(
           'warning',
           'MBR_EXTRA_EXTENDED',
-          `Partition ${number} is a second extended partition; its logical partitions are ignored (as Linux does)`,
+          `Partition ${number} is a second extended partition; Linux reads its logical partitions too, but most other systems do not`,
         );
-      } else if (e.firstLba !== 0) {
-        extended = { number, first: e.firstLba, sectors: e.sectors };
       }
+      if (e.firstLba !== 0) extendeds.push({ number, first: e.firstLba, sectors: e.sectors });
       containers.push({ number, first: e.firstLba, end: e.firstLba + e.sectors });
     } else {
       spans.push({ number, first: e.firstLba, end: e.firstLba + e.sectors });
@@ -419,13 +419,14 @@ async function mbrPartitions(src: BlockSource, mbr: Mbr, sectorSize: number, f: 
     });
   });
 
-  if (extended) {
+  let logicals = 0;
+  let hops = 0;
+  const visited = new Set<number>();
+  for (const extended of extendeds) {
+    if (logicals >= TABLE_LIMITS.MAX_LOGICALS || hops >= TABLE_LIMITS.MAX_EBRS) break;
     const extStart = extended.first;
     const extEnd = extStart + extended.sectors;
-    const visited = new Set<number>();
     let ebrLba = extStart;
-    let logicals = 0;
-    let hops = 0;
     for (;;) {
       if (hops++ >= TABLE_LIMITS.MAX_EBRS) {
         f.add(
@@ -589,7 +590,18 @@ export async function inspectPartitionTable(
   const gpt = await probeGpt(src, preferred, protectiveIndex >= 0);
   const mbrDetail = signed ? mbr : undefined;
 
-  if (gpt.found && (protectiveIndex >= 0 || others.length === 0)) {
+  // Without a protective MBR a GPT is only believed when sector 0 is not a filesystem's boot
+  // sector: a disk reformatted as one big FAT/exFAT/NTFS keeps its old backup GPT at the end.
+  const staleGpt =
+    gpt.found !== undefined && protectiveIndex < 0 && looksLikeFilesystemBootSector(sector0) !== undefined;
+  if (gpt.found && staleGpt) {
+    f.add(
+      'info',
+      'GPT_STALE_IGNORED',
+      `A GPT (disk ${gpt.found.header.diskGuid}) left over from earlier partitioning is on the disk, but sector 0 is a filesystem boot sector without a protective MBR; the GPT is ignored, as Linux does`,
+    );
+  }
+  if (gpt.found && !staleGpt && (protectiveIndex >= 0 || others.length === 0)) {
     const { sectorSize, header } = gpt.found;
     f.list.push(...gpt.findings.list);
     const diskSectors = Math.floor(src.size / sectorSize);
