@@ -171,9 +171,9 @@ export interface LabDisk {
 }
 
 /** Makes a volume of `size` bytes in the file `path`. */
-type VolumeMaker = (path: string, size: number, work: string) => Promise<void>;
+export type VolumeMaker = (path: string, size: number, work: string) => Promise<void>;
 
-interface LabDiskPlan {
+export interface LabDiskPlan {
   file: string;
   description: string;
   size: number;
@@ -183,29 +183,29 @@ interface LabDiskPlan {
   volumes: (VolumeMaker | undefined)[];
 }
 
-const fat =
+export const fat =
   (bits: 12 | 16 | 32, label: string, blob: number): VolumeMaker =>
   (p, size, work) =>
     fatVolume(p, size, bits, label, work, blob);
-const extfs =
+export const extfs =
   (type: 'ext2' | 'ext4', label: string, blob: number): VolumeMaker =>
   (p, size, work) =>
     extVolume(p, size, type, label, work, blob);
-const ntfsfs =
+export const ntfsfs =
   (label: string, blob: number): VolumeMaker =>
   (p, size, work) =>
     ntfsVolume(p, size, label, work, blob);
-const exfatfs =
+export const exfatfs =
   (label: string, blob: number): VolumeMaker =>
   (p, size, work) =>
     exfatVolume(p, size, label, work, blob);
-const swapArea =
+export const swapArea =
   (label: string): VolumeMaker =>
   async (p, size) => {
     await sparse(p, size);
     await sh('mkswap', ['-L', label, p]);
   };
-const luksVolume =
+export const luksVolume =
   (label: string): VolumeMaker =>
   async (p, size) => {
     await sparse(p, size);
@@ -223,7 +223,7 @@ const luksVolume =
     await sh('cryptsetup', [...args, '--label', label, p, '-'], 'demo-password');
   };
 
-const GPT_TYPE = {
+export const GPT_TYPE = {
   esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
   msr: 'E3C9E316-0B5C-4DB8-817D-F92DF00215AE',
   basicData: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
@@ -289,7 +289,7 @@ const PLAN: LabDiskPlan[] = [
   },
 ];
 
-async function buildDisk(plan: LabDiskPlan, disk: string, work: string): Promise<void> {
+export async function buildDisk(plan: LabDiskPlan, disk: string, work: string): Promise<void> {
   if (!plan.sfdisk) {
     await plan.volumes[0]?.(disk, plan.size, work);
     return;

@@ -4,6 +4,7 @@
  * 70 internal error.
  */
 import { readFileSync } from 'node:fs';
+import { Declined } from './confirm.ts';
 import { reportError, UsageError } from './output.ts';
 
 const HELP = `rescue — disk imaging and rescue
@@ -11,6 +12,15 @@ const HELP = `rescue — disk imaging and rescue
 Usage:
   rescue list [--json] [DISK-OR-IMAGE …]   disks, partitions, filesystems, labels, used/free
   rescue list --watch [--json]             the same, then follow disks being plugged in and out
+  rescue backup disk SRC… --to DIR [options] --yes
+  rescue backup partition DISK:N… --to DIR [options] --yes
+  rescue backup system DISK --to DIR [options] --yes
+      options: --name N  --compress none|normal|high  --password-file F  --split SIZE
+               --sector-by-sector  --comment TEXT  --check  --no-folder  --json
+  rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--partition N] [--disk N]
+               [--password-file F] [--sector-by-sector] [--table mbr] --yes
+  rescue check IMAGE [--password-file F] [--json]   exit 0 only when intact
+  rescue info IMAGE [--json] [--password-file F]
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text
@@ -18,6 +28,19 @@ Usage:
 Disks are block devices (/dev/sda) or image files; image files need no loop device.
 Documentation: docs/cli.md
 `;
+
+/** Ctrl-C (or SIGTERM) cancels the running job cleanly: partial images are removed. */
+function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  const stop = () => {
+    if (ac.signal.aborted) process.exit(130);
+    process.stderr.write('\nrescue: stopping… (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  return ac.signal;
+}
 
 async function main(argv: string[]): Promise<number> {
   const major = Number(process.versions.node.split('.')[0]);
@@ -33,6 +56,14 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/list.ts')).listCommand(rest);
     case 'demo':
       return (await import('./commands/demo.ts')).demoCommand(rest);
+    case 'backup':
+      return (await import('./commands/backup.ts')).backupCommand(rest, interruptSignal());
+    case 'restore':
+      return (await import('./commands/restore.ts')).restoreCommand(rest, interruptSignal());
+    case 'check':
+      return (await import('./commands/check.ts')).checkCommand(rest, interruptSignal());
+    case 'info':
+      return (await import('./commands/info.ts')).infoCommand(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -57,6 +88,16 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
+    if (e instanceof Declined) {
+      process.stderr.write(`rescue: nothing was changed (${e.message})\n`);
+      process.exitCode = 3;
+      return;
+    }
+    if ((e as Error)?.name === 'AbortError') {
+      process.stderr.write('rescue: cancelled; nothing incomplete was left behind\n');
+      process.exitCode = 130;
+      return;
+    }
     if (e instanceof UsageError) {
       process.stderr.write(`rescue: ${e.message}\nRun "rescue help" for usage.\n`);
       process.exitCode = 2;

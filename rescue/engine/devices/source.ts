@@ -183,8 +183,34 @@ export class FileSource implements BlockSource {
     checkRange(this, offset, data.length);
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, offset + done);
-      done += bytesWritten;
+      let n: number;
+      try {
+        ({ bytesWritten: n } = await this.handle.write(data, done, data.length - done, offset + done));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        throw new RescueError(
+          code === 'ENOSPC' ? 'E_TARGET_FULL' : 'E_WRITE',
+          `Write error on ${this.path} at offset ${offset + done}: ${(e as Error).message}`,
+          code === 'ENOSPC'
+            ? 'The filesystem holding the target image file is full: free space or choose another place.'
+            : 'The target disk reported an error: it may be failing, or was unplugged.',
+          { offset: offset + done },
+        );
+      }
+      done += n;
+    }
+  }
+
+  /** Flushes written data to the device (fsync): a restore is not done until this returns. */
+  async sync(): Promise<void> {
+    try {
+      await this.handle.sync();
+    } catch (e) {
+      throw new RescueError(
+        'E_WRITE',
+        `Flushing ${this.path} failed: ${(e as Error).message}`,
+        'The target disk reported an error while data was being written to it: it may be failing.',
+      );
     }
   }
 

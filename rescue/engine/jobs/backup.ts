@@ -1,0 +1,342 @@
+/**
+ * Backup jobs: whole disks (one or several into one image), chosen partitions, or the partitions
+ * an installed system needs to boot. Reads only the used blocks (or every sector on request or
+ * where a filesystem cannot be read), compresses/encrypts chunks in parallel, writes them in order.
+ */
+import { promises as fsp } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { deviceUsage } from '../devices/discovery.ts';
+import { inspectDisk } from '../devices/inventory.ts';
+import { type BlockSource, FileSource, SliceSource } from '../devices/source.ts';
+import { isRescueError, RescueError } from '../errors.ts';
+import { type Compression, type EncodedChunk, encodeUsedMap, ImageWriter } from '../image/index.ts';
+import { readPartitionTable } from '../partitions/table.ts';
+import type { PartitionTable } from '../partitions/types.ts';
+import { type JobContext, ProgressMeter } from './job.ts';
+import { type PlannedRegion, planDiskRegions, readWindow, windowsOf } from './regions.ts';
+import { findSystemPartitions } from './system.ts';
+
+export const MAX_COMMENT_LENGTH = 1024;
+/** Chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
+const IN_FLIGHT = 6;
+
+export interface BackupSourceSpec {
+  /** Block device or image file. */
+  path: string;
+  /** Partition numbers (partition backups); undefined = the whole disk. */
+  partitions?: number[];
+}
+
+export interface BackupRequest {
+  kind: 'disk' | 'partition' | 'system';
+  sources: BackupSourceSpec[];
+  /** Destination folder. */
+  destination: string;
+  /** Task name: names the folder (when `folder`) and the image files. */
+  name?: string;
+  /** Create a folder named after the task in the destination (manual 3.8; default on). */
+  folder?: boolean;
+  compression: Compression;
+  password?: string;
+  splitBytes?: number;
+  sectorBySector?: boolean;
+  comment?: string;
+  /** Check the image when it is written (manual 3.8). */
+  check?: boolean;
+  /** Back up partitions that are mounted read-write (their contents may be inconsistent). */
+  allowMounted?: boolean;
+  tool: string;
+}
+
+export interface BackupResult {
+  imageId: string;
+  firstFile: string;
+  files: string[];
+  usedBytes: number;
+  storedBytes: number;
+  seconds: number;
+  regions: number;
+  warnings: string[];
+}
+
+function defaultName(kind: string, now = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${kind}-backup-${now.getFullYear()}-${p(now.getMonth() + 1)}-${p(now.getDate())}-${p(now.getHours())}${p(now.getMinutes())}`;
+}
+
+export function validateTaskName(name: string): void {
+  if (
+    !name ||
+    name.length > 200 ||
+    /[/\\\0]/.test(name) ||
+    name === '.' ||
+    name === '..' ||
+    name.startsWith('.')
+  ) {
+    throw new RescueError(
+      'E_BAD_NAME',
+      `"${name}" cannot be a task name`,
+      'Use 1–200 characters without / or \\, not starting with a dot.',
+    );
+  }
+}
+
+/** Refuses sources whose filesystems are mounted read-write: the copy would be torn. */
+async function checkSourceQuiet(
+  path: string,
+  partitions: number[] | undefined,
+  allowMounted: boolean,
+): Promise<string[]> {
+  const st = await fsp.stat(path);
+  if (!st.isBlockDevice()) return [];
+  const usage = await deviceUsage(path, { exclusiveCheck: false });
+  const problems: string[] = [];
+  const consider = (
+    what: string,
+    u: { mounts: { mountPoint: string; readOnly: boolean }[]; swap: boolean },
+  ) => {
+    for (const m of u.mounts)
+      if (!m.readOnly) problems.push(`${what} is mounted read-write at ${m.mountPoint}`);
+  };
+  if (usage.kind === 'disk' && usage.disk) {
+    consider(path, usage.disk);
+    for (const p of usage.disk.partitions) {
+      if (!partitions || partitions.includes(p.number)) consider(p.path, p);
+    }
+  } else {
+    consider(path, usage);
+  }
+  if (problems.length > 0 && !allowMounted) {
+    throw new RescueError(
+      'E_SOURCE_MOUNTED',
+      `Cannot back up ${path} consistently: ${problems.join('; ')}`,
+      'Unmount it (or remount it read-only) first — from the rescue system nothing needs to be mounted. ' +
+        'To take the risk of a torn copy anyway, pass --allow-mounted.',
+      { problems },
+    );
+  }
+  return problems;
+}
+
+interface SourceDisk {
+  index: number;
+  spec: BackupSourceSpec;
+  src: FileSource;
+  table: PartitionTable;
+  regions: PlannedRegion[];
+  info: Awaited<ReturnType<typeof inspectDisk>>;
+}
+
+export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<BackupResult> {
+  const t0 = performance.now();
+  const warnings: string[] = [];
+  if (req.sources.length === 0)
+    throw new RescueError('E_NO_SOURCE', 'Nothing to back up', 'Name at least one disk or partition.');
+  if (req.comment !== undefined && [...req.comment].length > MAX_COMMENT_LENGTH) {
+    throw new RescueError(
+      'E_COMMENT_TOO_LONG',
+      `The comment has ${[...req.comment].length} characters; at most ${MAX_COMMENT_LENGTH} are kept`,
+      'Shorten the comment.',
+    );
+  }
+  const name = req.name ?? defaultName(req.kind);
+  validateTaskName(name);
+  const destRoot = resolve(req.destination);
+  const destStat = await fsp.stat(destRoot).catch(() => undefined);
+  if (!destStat?.isDirectory()) {
+    throw new RescueError(
+      'E_DESTINATION_NOT_FOUND',
+      `The destination folder ${destRoot} does not exist`,
+      'Create it, or mount the disk or share that should hold the image.',
+    );
+  }
+
+  ctx.emit({ type: 'phase', phase: 'analyse', message: 'Reading partition tables and filesystems' });
+  const disks: SourceDisk[] = [];
+  try {
+    let nextRegion = 0;
+    for (const [index, spec] of req.sources.entries()) {
+      warnings.push(...(await checkSourceQuiet(spec.path, spec.partitions, !!req.allowMounted)));
+      const src = await FileSource.open(spec.path);
+      const disk: SourceDisk = {
+        index,
+        spec,
+        src,
+        table: await readPartitionTable(src),
+        regions: [],
+        info: await inspectDisk(spec.path),
+      };
+      disks.push(disk);
+      let partitions = spec.partitions;
+      if (req.kind === 'system') {
+        const found = await findSystemPartitions(src, disk.table);
+        partitions = found.partitions;
+        for (const line of found.explanation) ctx.emit({ type: 'log', level: 'info', message: line });
+      }
+      disk.regions = await planDiskRegions(src, disk.table, {
+        diskIndex: index,
+        firstRegionId: nextRegion,
+        partitions,
+        sectorBySector: !!req.sectorBySector,
+        layout: req.kind !== 'partition',
+        signal: ctx.signal,
+        onRegion: (r) => {
+          if (r.kind === 'partition' && r.usedMethod === 'sector-by-sector' && !req.sectorBySector) {
+            const msg = `${spec.path} partition ${r.partition}: copied sector by sector — ${r.reason}`;
+            warnings.push(msg);
+            ctx.emit({ type: 'log', level: 'warn', message: msg });
+          }
+        },
+      });
+      nextRegion += disk.regions.length;
+    }
+
+    const folder = req.folder ?? true;
+    const dir = folder ? join(destRoot, name) : destRoot;
+    await fsp.mkdir(dir, { recursive: true });
+    const writer = await ImageWriter.create({
+      dir,
+      name,
+      compression: req.compression,
+      password: req.password,
+      splitBytes: req.splitBytes,
+      tool: req.tool,
+    });
+    let finished: Awaited<ReturnType<ImageWriter['finish']>>;
+    const regions = disks.flatMap((d) => d.regions);
+    const total = regions.reduce((n, r) => n + r.usedBytes, 0);
+    try {
+      ctx.emit({ type: 'phase', phase: 'backup', message: `Copying ${total} bytes` });
+      const meter = new ProgressMeter(ctx, 'backup', total);
+      await copyRegions(disks, writer, meter, ctx.signal);
+      meter.finish();
+      ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
+      finished = await writer.finish({
+        format: 1,
+        tool: req.tool,
+        created: new Date().toISOString(),
+        kind: req.kind,
+        name,
+        comment: req.comment ?? '',
+        options: { sectorBySector: !!req.sectorBySector },
+        disks: disks.map((d) => manifestDisk(d)),
+        stats: {
+          usedBytes: total,
+          storedBytes: writer.bytesWritten,
+          chunks: 0,
+          seconds: (performance.now() - t0) / 1000,
+        },
+      } as never);
+    } catch (e) {
+      await writer.abort().catch(() => {});
+      throw e;
+    }
+    const result: BackupResult = {
+      imageId: writer.imageId.toString('hex'),
+      firstFile: finished.firstFile,
+      files: finished.files,
+      usedBytes: total,
+      storedBytes: finished.storedBytes,
+      seconds: (performance.now() - t0) / 1000,
+      regions: regions.length,
+      warnings,
+    };
+    if (req.check) {
+      ctx.emit({ type: 'phase', phase: 'check', message: 'Checking the new image' });
+      const { checkImage } = await import('../image/index.ts');
+      const report = await checkImage(finished.firstFile, {
+        password: req.password,
+        signal: ctx.signal,
+        onProgress: () => {},
+      });
+      if (!report.ok) {
+        throw new RescueError(
+          'E_CHECK_FAILED',
+          `The new image ${finished.firstFile} did not pass its check: ${report.points
+            .flatMap((p) => p.problems.map((x) => x.message))
+            .slice(0, 3)
+            .join('; ')}`,
+          'The destination may be failing or full of errors: write the image to another disk.',
+        );
+      }
+    }
+    return result;
+  } finally {
+    for (const d of disks) await d.src.close().catch(() => {});
+  }
+}
+
+function manifestDisk(d: SourceDisk) {
+  return {
+    index: d.index,
+    source: {
+      path: d.spec.path,
+      kind: d.info.kind,
+      model: d.info.model,
+      serial: d.info.serial,
+      size: d.src.size,
+      sectorSize: d.table.sectorSize,
+      physicalSectorSize: d.src.physicalSectorSize,
+      transport: d.info.transport,
+    },
+    table: d.table,
+    regions: d.regions.map((r) => ({
+      id: r.id,
+      kind: r.kind,
+      start: r.start,
+      size: r.size,
+      ...(r.partition !== undefined ? { partition: r.partition } : {}),
+      ...(r.fs ? { fs: r.fs } : {}),
+      usedMethod: r.usedMethod,
+      reason: r.reason ?? null,
+      usedBytes: r.usedBytes,
+      usedMap: encodeUsedMap(r.extents),
+    })),
+  };
+}
+
+/**
+ * Reads windows in order, encodes up to IN_FLIGHT of them concurrently (zstd and AES run in the
+ * thread pool), and appends the results strictly in order.
+ */
+async function copyRegions(
+  disks: SourceDisk[],
+  writer: ImageWriter,
+  meter: ProgressMeter,
+  signal: AbortSignal,
+): Promise<void> {
+  const pending: Promise<EncodedChunk>[] = [];
+  const drainOne = async () => {
+    const chunk = await pending.shift()!;
+    await writer.append(chunk);
+    meter.add(chunk.rawLength);
+  };
+  try {
+    for (const d of disks) {
+      for (const r of d.regions) {
+        const region: BlockSource = new SliceSource(d.src, r.start, r.size, `${d.spec.path}@${r.start}`);
+        for (const w of windowsOf(r.extents, writer.windowSize)) {
+          signal.throwIfAborted();
+          const raw = await readWindow(region, w).catch((e: unknown) => {
+            if (isRescueError(e) && e.code === 'E_READ') {
+              throw new RescueError(
+                'E_SOURCE_READ',
+                `Cannot read ${d.spec.path} at byte ${r.start + w.start} (${r.kind}${r.partition ? ` ${r.partition}` : ''}): ${e.message}`,
+                'The source disk is failing at that spot. Copy it with a tool that skips bad sectors (ddrescue) to a healthy disk, then back up that copy.',
+                { offset: r.start + w.start },
+              );
+            }
+            throw e;
+          });
+          pending.push(writer.codec.encode(r.id, w.start, raw));
+          if (pending.length >= IN_FLIGHT) await drainOne();
+        }
+      }
+    }
+    while (pending.length > 0) await drainOne();
+  } catch (e) {
+    // Let in-flight encodes settle so nothing rejects unobserved.
+    await Promise.allSettled(pending);
+    throw e;
+  }
+}

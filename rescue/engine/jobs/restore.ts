@@ -1,0 +1,672 @@
+/**
+ * Restore jobs. Four shapes, all through the same verified chunk path:
+ *  - a whole disk (or system) image onto a disk or image file of the same or larger size: the
+ *    lead-in (boot code, the gap after the MBR) is written back, the partition table is rewritten
+ *    for the target's size (the GPT backup goes to the real end), then every partition's used data;
+ *  - one partition of an image onto a plain target (the target *is* the partition: filesystem at 0);
+ *  - one partition into partition M of a disk;
+ *  - one partition into unallocated space of a disk (a new partition is made there).
+ * Safety first: the image is opened (password checked) and every refusal — target in use, target
+ * holding the image, target too small — happens before the first byte is written.
+ */
+import { promises as fsp } from 'node:fs';
+import { resolve } from 'node:path';
+import { assertNotInUse, deviceUsage } from '../devices/discovery.ts';
+import { FileSource } from '../devices/source.ts';
+import { splitDevNumber } from '../devices/sysfs.ts';
+import { RescueError } from '../errors.ts';
+import type { Extent } from '../filesystems/extents.ts';
+import { decodeUsedMap, ImageReader, type IndexEntry } from '../image/index.ts';
+import { randomGuid } from '../partitions/guid.ts';
+import { readPartitionTable } from '../partitions/table.ts';
+import type { Partition, PartitionTable } from '../partitions/types.ts';
+import { applyDiskWrites, planPartitionTableWrite } from '../partitions/write.ts';
+import { type JobContext, ProgressMeter } from './job.ts';
+
+const IN_FLIGHT = 6;
+const MiB = 1024 * 1024;
+
+export interface RestoreRequest {
+  image: string;
+  password?: string;
+  /** Disk, partition device or image file. */
+  target: string;
+  /** Restore into this partition of `target` (DISK:M). */
+  targetPartition?: number;
+  /** Restore into unallocated space of `target` (a new partition). */
+  toFree?: boolean;
+  /** Which disk of a multi-disk image (0-based). */
+  disk?: number;
+  /** Which partition of the image (its number on the source disk). */
+  partition?: number;
+  /** Write every byte of every region, unused ones as zeros; the target must not be smaller than the source. */
+  sectorBySector?: boolean;
+  /** Lay a GPT disk image out as MBR (at most 4 partitions). */
+  tableKind?: 'mbr' | 'gpt';
+}
+
+export interface RestoreResult {
+  target: string;
+  mode: 'disk' | 'partition' | 'into-partition' | 'free-space';
+  bytesWritten: number;
+  seconds: number;
+  partition?: number;
+  warnings: string[];
+}
+
+/** What the manifest says about one region (the shape backup.ts writes). */
+export interface ManifestRegion {
+  id: number;
+  kind: 'lead-in' | 'partition' | 'gpt-backup' | 'disk';
+  start: number;
+  size: number;
+  partition?: number;
+  fs?: { type: string; size?: number; label?: string; uuid?: string };
+  usedMethod: 'allocation' | 'sector-by-sector';
+  reason?: string | null;
+  usedBytes: number;
+  usedMap: string;
+}
+
+export interface ManifestDisk {
+  index: number;
+  source: { path: string; size: number; sectorSize: number; model?: string; serial?: string };
+  table: PartitionTable;
+  regions: ManifestRegion[];
+}
+
+interface Target {
+  path: string;
+  src: FileSource;
+  created: boolean;
+}
+
+export function manifestDisks(reader: ImageReader): ManifestDisk[] {
+  return (reader.manifest as unknown as { disks: ManifestDisk[] }).disks;
+}
+
+function pickDisk(reader: ImageReader, req: RestoreRequest): ManifestDisk {
+  const disks = manifestDisks(reader);
+  if (req.disk !== undefined) {
+    const d = disks.find((x) => x.index === req.disk);
+    if (!d) {
+      throw new RescueError(
+        'E_NO_SUCH_DISK',
+        `The image holds ${disks.length} disk(s); there is no disk ${req.disk}`,
+        '`rescue info IMAGE` lists the disks of an image.',
+      );
+    }
+    return d;
+  }
+  if (disks.length > 1 && req.partition === undefined) {
+    throw new RescueError(
+      'E_CHOOSE_DISK',
+      `The image holds ${disks.length} disks; one is restored at a time`,
+      'Choose one with --disk N (`rescue info IMAGE` lists them).',
+    );
+  }
+  if (req.partition !== undefined && disks.length > 1) {
+    const withPart = disks.filter((d) => d.regions.some((r) => r.partition === req.partition));
+    if (withPart.length === 1) return withPart[0];
+    throw new RescueError(
+      'E_CHOOSE_DISK',
+      `Several disks of the image have a partition ${req.partition}`,
+      'Add --disk N.',
+    );
+  }
+  return disks[0];
+}
+
+function pickPartitionRegion(disk: ManifestDisk, req: RestoreRequest, image: string): ManifestRegion {
+  const parts = disk.regions.filter(
+    (r) => r.kind === 'partition' || (r.kind === 'disk' && disk.table.kind === 'none'),
+  );
+  if (req.partition !== undefined) {
+    const r = parts.find((x) => x.partition === req.partition);
+    if (!r) {
+      throw new RescueError(
+        'E_NO_SUCH_PARTITION',
+        `${image} holds no partition ${req.partition} (it has: ${parts.map((x) => x.partition ?? 'whole disk').join(', ')})`,
+        '`rescue info IMAGE` lists the partitions of an image.',
+      );
+    }
+    return r;
+  }
+  if (parts.length !== 1) {
+    throw new RescueError(
+      'E_CHOOSE_PARTITION',
+      `${image} holds ${parts.length} partitions; say which one to restore`,
+      'Add --partition N (`rescue info IMAGE` lists them).',
+    );
+  }
+  return parts[0];
+}
+
+/** Bytes a region needs at its destination: the filesystem's size, or all of it when copied whole. */
+export function regionNeed(r: ManifestRegion, sectorBySector: boolean): number {
+  if (sectorBySector || r.usedMethod === 'sector-by-sector' || !r.fs?.size) return r.size;
+  return Math.min(r.size, r.fs.size);
+}
+
+async function openTarget(path: string, createSize: number | undefined): Promise<Target> {
+  const st = await fsp.stat(path).catch(() => undefined);
+  if (!st) {
+    if (createSize === undefined) {
+      throw new RescueError(
+        'E_NOT_FOUND',
+        `${path} does not exist`,
+        'Name an existing disk, partition or image file.',
+      );
+    }
+    // A new image file: a virtual disk as large as the source was.
+    const h = await fsp.open(path, 'wx');
+    await h.truncate(createSize);
+    await h.close();
+    return { path, src: await FileSource.open(path, { writable: true }), created: true };
+  }
+  return { path, src: await FileSource.open(path, { writable: true }), created: false };
+}
+
+/** Every refusal that must come before the first write. */
+async function assertSafeTarget(targetPath: string, reader: ImageReader): Promise<void> {
+  const st = await fsp.stat(targetPath).catch(() => undefined);
+  if (!st) return;
+  const real = await fsp.realpath(targetPath);
+  for (const f of reader.files) {
+    if ((await fsp.realpath(f).catch(() => f)) === real) {
+      throw new RescueError(
+        'E_TARGET_HOLDS_IMAGE',
+        `${targetPath} is the image itself`,
+        'Choose another target.',
+      );
+    }
+  }
+  if (st.isBlockDevice()) {
+    const target = splitDevNumber(st.rdev);
+    const usage = await deviceUsage(targetPath, { exclusiveCheck: false });
+    const devices = [
+      usage.disk,
+      ...(usage.kind === 'disk' ? (usage.disk?.partitions ?? []) : [usage.partition]),
+    ].filter((x) => x !== undefined);
+    for (const f of reader.files) {
+      const fst = await fsp.stat(f);
+      const holder = splitDevNumber(fst.dev);
+      const onTarget =
+        (holder.major === target.major && holder.minor === target.minor) ||
+        (usage.kind === 'disk' && devices.some((d) => d.major === holder.major && d.minor === holder.minor));
+      if (onTarget) {
+        throw new RescueError(
+          'E_TARGET_HOLDS_IMAGE',
+          `${targetPath} holds the image being restored (${f})`,
+          'Copy the image to another disk (or a network share) first, or restore to another disk.',
+        );
+      }
+    }
+  }
+  await assertNotInUse(targetPath);
+}
+
+function tooSmall(target: string, have: number, need: number, what: string): RescueError {
+  return new RescueError(
+    'E_TARGET_TOO_SMALL',
+    `${target} has ${have} bytes; ${what} needs ${need}`,
+    'Choose a larger target. (Shrinking onto a smaller disk comes with the edit-partitions options.)',
+    { have, need },
+  );
+}
+
+export async function runRestore(req: RestoreRequest, ctx: JobContext): Promise<RestoreResult> {
+  const t0 = performance.now();
+  const reader = await ImageReader.open(req.image, { password: req.password });
+  try {
+    const disk = pickDisk(reader, req);
+    const warnings: string[] = [];
+    const partitionMode = req.partition !== undefined || req.targetPartition !== undefined || req.toFree;
+    const kind = (reader.manifest as unknown as { kind: string }).kind;
+    if (!partitionMode && kind === 'partition') {
+      return await restoreRegionToRaw(reader, disk, pickPartitionRegion(disk, req, req.image), req, ctx, t0);
+    }
+    if (partitionMode && !req.targetPartition && !req.toFree) {
+      return await restoreRegionToRaw(reader, disk, pickPartitionRegion(disk, req, req.image), req, ctx, t0);
+    }
+    if (req.targetPartition !== undefined || req.toFree) {
+      return await restoreIntoDisk(reader, disk, pickPartitionRegion(disk, req, req.image), req, ctx, t0);
+    }
+    return await restoreDisk(reader, disk, req, ctx, t0, warnings);
+  } finally {
+    await reader.close();
+  }
+}
+
+/** Writes the used data of `regions` to `target`, each at `at(region)`; verified chunk by chunk. */
+async function writeRegions(
+  reader: ImageReader,
+  target: FileSource,
+  regions: { region: ManifestRegion; at: number }[],
+  ctx: JobContext,
+  sectorBySector: boolean,
+): Promise<number> {
+  const plans = regions.map(({ region, at }) => ({
+    region,
+    at,
+    extents: decodeUsedMap(region.usedMap, region.size),
+    entries: reader.entries.filter((e) => e.regionId === region.id),
+  }));
+  const total = plans.reduce((n, p) => n + (sectorBySector ? p.region.size : p.region.usedBytes), 0);
+  const meter = new ProgressMeter(ctx, 'restore', total);
+  let written = 0;
+  for (const p of plans) {
+    const windowSize = reader.windowSize;
+    const pending: { entry: IndexEntry; data: Promise<Buffer> }[] = [];
+    let zeroedUpTo = 0;
+    const zeroFill = async (upTo: number) => {
+      // Sector-by-sector restore: the gaps between used ranges become zeros on the target.
+      while (sectorBySector && zeroedUpTo < upTo) {
+        const n = Math.min(4 * MiB, upTo - zeroedUpTo);
+        await target.write(p.at + zeroedUpTo, Buffer.alloc(n));
+        zeroedUpTo += n;
+        written += n;
+        meter.add(n);
+      }
+    };
+    const flush = async () => {
+      const { entry, data } = pending.shift()!;
+      const raw = await data;
+      const runs = runsInWindow(p.extents, entry.windowStart, windowSize);
+      let o = 0;
+      for (const r of runs) {
+        await zeroFill(r.start);
+        await target.write(p.at + r.start, raw.subarray(o, o + r.length));
+        o += r.length;
+        written += r.length;
+        meter.add(r.length);
+        zeroedUpTo = Math.max(zeroedUpTo, r.start + r.length);
+      }
+      if (o !== raw.length) {
+        throw new RescueError(
+          'E_CHUNK_CORRUPT',
+          `${reader.files[0]}: chunk for region ${p.region.id} at ${entry.windowStart} holds ${raw.length} bytes, its used map ${o}`,
+          'The image is damaged: run `rescue check` on it.',
+        );
+      }
+    };
+    for (const entry of p.entries) {
+      ctx.signal.throwIfAborted();
+      pending.push({ entry, data: reader.readChunk(entry) });
+      if (pending.length >= IN_FLIGHT) await flush();
+    }
+    try {
+      while (pending.length > 0) await flush();
+    } finally {
+      await Promise.allSettled(pending.map((x) => x.data));
+    }
+    await zeroFill(p.region.size);
+  }
+  meter.finish();
+  await target.sync();
+  return written;
+}
+
+/** The used ranges of a region inside the window starting at `windowStart`, in order. */
+export function runsInWindow(extents: readonly Extent[], windowStart: number, windowSize: number): Extent[] {
+  const end = windowStart + windowSize;
+  let lo = 0;
+  let hi = extents.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (extents[mid].start + extents[mid].length <= windowStart) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: Extent[] = [];
+  for (let i = lo; i < extents.length && extents[i].start < end; i++) {
+    const s = Math.max(extents[i].start, windowStart);
+    const e = Math.min(extents[i].start + extents[i].length, end);
+    if (e > s) out.push({ start: s, length: e - s });
+  }
+  return out;
+}
+
+async function restoreRegionToRaw(
+  reader: ImageReader,
+  _disk: ManifestDisk,
+  region: ManifestRegion,
+  req: RestoreRequest,
+  ctx: JobContext,
+  t0: number,
+): Promise<RestoreResult> {
+  const need = regionNeed(region, !!req.sectorBySector);
+  await assertSafeTarget(req.target, reader);
+  const target = await openTarget(req.target, region.size);
+  try {
+    if (target.src.size < need)
+      throw tooSmall(req.target, target.src.size, need, `partition ${region.partition ?? ''}`.trim());
+    ctx.emit({
+      type: 'phase',
+      phase: 'restore',
+      message: `Restoring partition ${region.partition ?? '(whole disk)'} to ${req.target}`,
+    });
+    const bytes = await writeRegions(reader, target.src, [{ region, at: 0 }], ctx, !!req.sectorBySector);
+    return {
+      target: req.target,
+      mode: 'partition',
+      bytesWritten: bytes,
+      seconds: (performance.now() - t0) / 1000,
+      warnings: [],
+    };
+  } finally {
+    await target.src.close();
+  }
+}
+
+const GPT_TO_MBR: Record<string, number> = {
+  'C12A7328-F81F-11D2-BA4B-00A0C93EC93B': 0xef,
+  'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7': 0x07,
+  '0FC63DAF-8483-4772-8E79-3D69D8477DE4': 0x83,
+  '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F': 0x82,
+  'DE94BBA4-06D1-4D40-A16A-BFD50179D6AC': 0x27,
+  'E6D6D379-F507-44C2-A23C-238F2A3DF928': 0x8e,
+  'A19D880F-05FC-4D3B-A006-743F0F84911E': 0xfd,
+  '21686148-6449-6E6F-744E-656564454649': 0xef,
+  'E3C9E316-0B5C-4DB8-817D-F92DF00215AE': 0x0c,
+};
+const MBR_TO_GPT: Record<string, string> = {
+  ef: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  '7': 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  b: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  c: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  e: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  '6': 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  '83': '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+  '82': '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F',
+  '27': 'DE94BBA4-06D1-4D40-A16A-BFD50179D6AC',
+  '8e': 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
+  fd: 'A19D880F-05FC-4D3B-A006-743F0F84911E',
+};
+
+/** A partition entry's type as the other table kind spells it. */
+function convertType(type: string, from: PartitionTable['kind'], to: PartitionTable['kind']): string {
+  if (from === to) return type;
+  if (to === 'mbr') return (GPT_TO_MBR[type.toUpperCase()] ?? 0x83).toString(16);
+  return MBR_TO_GPT[type.toLowerCase()] ?? '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
+}
+
+/** GPT → MBR for a restore: only primaries, at most four, nothing past 2 TiB. */
+export function gptAsMbr(table: PartitionTable, image: string): PartitionTable {
+  const parts = table.partitions;
+  if (parts.length > 4) {
+    throw new RescueError(
+      'E_MBR_TOO_MANY_PARTITIONS',
+      `${image} is a GPT disk with ${parts.length} partitions, but an MBR disk holds only 4 primary partitions, and primary partitions are not converted to logical ones automatically`,
+      'Restore the disk as GPT (the default — leave out --table mbr), or restore the partitions you need one by one.',
+      { partitions: parts.length },
+    );
+  }
+  const limit = 2 ** 32 * table.sectorSize;
+  const beyond = parts.find((p) => p.start + p.size > limit);
+  if (beyond) {
+    throw new RescueError(
+      'E_MBR_TOO_LARGE',
+      `Partition ${beyond.number} of ${image} ends past 2 TiB, which an MBR cannot describe`,
+      'Restore the disk as GPT (the default).',
+    );
+  }
+  return {
+    kind: 'mbr',
+    sectorSize: table.sectorSize,
+    diskId: randomDiskSignature(),
+    findings: [],
+    partitions: parts.map((p, i) => ({
+      number: i + 1,
+      start: p.start,
+      size: p.size,
+      type: convertType(p.type, 'gpt', 'mbr'),
+      typeName: p.typeName,
+      kind: 'primary',
+      bootable: p.type.toUpperCase() === 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B' ? false : i === 0,
+    })),
+  };
+}
+
+function randomDiskSignature(): string {
+  return Math.floor(Math.random() * 0xffffffff)
+    .toString(16)
+    .padStart(8, '0');
+}
+
+async function restoreDisk(
+  reader: ImageReader,
+  disk: ManifestDisk,
+  req: RestoreRequest,
+  ctx: JobContext,
+  t0: number,
+  warnings: string[],
+): Promise<RestoreResult> {
+  const sbs = !!req.sectorBySector;
+  let table = disk.table;
+  const kind = (reader.manifest as unknown as { kind: string }).kind;
+  const regions = disk.regions;
+  const dataRegions = regions.filter((r) => r.kind === 'partition' || r.kind === 'disk');
+  // A system image holds only the system's partitions: the new table lists just those.
+  if (kind === 'system') {
+    const keep = new Set(dataRegions.map((r) => r.partition));
+    table = { ...table, partitions: table.partitions.filter((p) => keep.has(p.number)) };
+  }
+  if (req.tableKind === 'mbr' && table.kind === 'gpt') table = gptAsMbr(table, req.image);
+  const gptTail = table.kind === 'gpt' ? 33 * table.sectorSize : 0;
+  const ends = dataRegions.map((r) => r.start + (r.kind === 'disk' ? r.size : regionNeed(r, sbs)));
+  const need = sbs ? disk.source.size : Math.max(0, ...ends) + gptTail;
+  await assertSafeTarget(req.target, reader);
+  const target = await openTarget(req.target, disk.source.size);
+  try {
+    if (target.src.size < need) throw tooSmall(req.target, target.src.size, need, 'this disk image');
+    // Partitions that would end past the target (allowed only when their filesystem is smaller).
+    for (const p of table.partitions) {
+      if (p.start + p.size > target.src.size - gptTail) {
+        const r = dataRegions.find((x) => x.partition === p.number);
+        if (!r) continue;
+        p.size = Math.floor((target.src.size - gptTail - p.start) / MiB) * MiB;
+        warnings.push(
+          `partition ${p.number} was shortened to ${p.size} bytes to fit ${req.target}; its filesystem still fits`,
+        );
+      }
+    }
+    ctx.emit({
+      type: 'phase',
+      phase: 'layout',
+      message: `Writing boot code and the ${table.kind.toUpperCase()} partition table`,
+    });
+    let written = 0;
+    const leadIn = regions.find((r) => r.kind === 'lead-in');
+    if (leadIn) written += await writeRegions(reader, target.src, [{ region: leadIn, at: 0 }], ctx, false);
+    if (table.kind !== disk.table.kind && disk.table.kind === 'gpt') {
+      // Laid out as MBR now: the old GPT headers and arrays must not survive to confuse tools.
+      const ss = table.sectorSize;
+      await target.src.write(ss, Buffer.alloc(33 * ss));
+      await target.src.write(target.src.size - 33 * ss, Buffer.alloc(33 * ss));
+    }
+    const diskRegion = regions.find((r) => r.kind === 'disk');
+    if (diskRegion)
+      written += await writeRegions(reader, target.src, [{ region: diskRegion, at: 0 }], ctx, sbs);
+    if (table.kind !== 'none') {
+      const writes = await planPartitionTableWrite(target.src, table, { sectorSize: table.sectorSize });
+      await applyDiskWrites(target.src, writes);
+    }
+    ctx.emit({ type: 'phase', phase: 'restore', message: `Restoring ${dataRegions.length} partition(s)` });
+    const parts = dataRegions.filter((r) => r.kind === 'partition');
+    written += await writeRegions(
+      reader,
+      target.src,
+      parts.map((r) => ({ region: r, at: r.start })),
+      ctx,
+      sbs,
+    );
+    await target.src.sync();
+    await rereadPartitions(req.target);
+    return {
+      target: req.target,
+      mode: 'disk',
+      bytesWritten: written,
+      seconds: (performance.now() - t0) / 1000,
+      warnings,
+    };
+  } finally {
+    await target.src.close();
+  }
+}
+
+/** Asks the kernel to re-read a disk's partition table after we rewrote it (block devices only). */
+async function rereadPartitions(path: string): Promise<void> {
+  const st = await fsp.stat(path).catch(() => undefined);
+  if (!st?.isBlockDevice()) return;
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((done) => execFile('partx', ['-u', path], () => done()));
+}
+
+/** Gaps of the table, in bytes, 1 MiB aligned, between `first` and `last` (exclusive). */
+export function freeGaps(
+  partitions: readonly Partition[],
+  first: number,
+  last: number,
+): { start: number; size: number }[] {
+  const used = partitions
+    .filter((p) => p.kind !== 'logical')
+    .map((p) => ({ start: p.start, end: p.start + p.size }))
+    .sort((a, b) => a.start - b.start);
+  const gaps: { start: number; size: number }[] = [];
+  let pos = first;
+  for (const u of [...used, { start: last, end: last }]) {
+    const s = Math.ceil(pos / MiB) * MiB;
+    if (u.start > s) gaps.push({ start: s, size: u.start - s });
+    pos = Math.max(pos, u.end);
+  }
+  return gaps;
+}
+
+async function restoreIntoDisk(
+  reader: ImageReader,
+  disk: ManifestDisk,
+  region: ManifestRegion,
+  req: RestoreRequest,
+  ctx: JobContext,
+  t0: number,
+): Promise<RestoreResult> {
+  const need = regionNeed(region, !!req.sectorBySector);
+  await assertSafeTarget(req.target, reader);
+  const target = await openTarget(req.target, undefined);
+  try {
+    const table = await readPartitionTable(target.src);
+    if (table.kind === 'none') {
+      throw new RescueError(
+        'E_NO_PARTITION_TABLE',
+        `${req.target} has no partition table`,
+        'Restore to the whole disk instead (--to DISK), or partition it first.',
+      );
+    }
+    const source = disk.table.partitions.find((p) => p.number === region.partition);
+    let at: number;
+    let number: number;
+    let newTable: PartitionTable | undefined;
+    if (req.targetPartition !== undefined) {
+      const p = table.partitions.find((x) => x.number === req.targetPartition);
+      if (!p || p.kind === 'extended') {
+        throw new RescueError(
+          'E_NO_SUCH_PARTITION',
+          `${req.target} has no partition ${req.targetPartition}${p ? ' that can hold a filesystem (it is the extended container)' : ''}`,
+          '`rescue list` shows the partitions and their numbers.',
+        );
+      }
+      if (p.size < need)
+        throw tooSmall(`${req.target} partition ${p.number}`, p.size, need, `partition ${region.partition}`);
+      at = p.start;
+      number = p.number;
+      if (source && p.kind !== 'logical') {
+        const type = convertType(source.type, disk.table.kind, table.kind);
+        if (type.toUpperCase() !== p.type.toUpperCase()) {
+          newTable = {
+            ...table,
+            partitions: table.partitions.map((x) => (x.number === p.number ? { ...x, type } : x)),
+          };
+        }
+      }
+    } else {
+      const ss = table.sectorSize;
+      const first = table.kind === 'gpt' ? (table.gpt?.firstUsableLba ?? 34) * ss : MiB;
+      const last =
+        table.kind === 'gpt'
+          ? ((table.gpt?.lastUsableLba ?? Math.floor(target.src.size / ss) - 34) + 1) * ss
+          : Math.min(target.src.size, 2 ** 32 * ss);
+      const size = Math.ceil(need / MiB) * MiB;
+      const gap = freeGaps(table.partitions, first, last).find((g) => g.size >= size);
+      if (!gap) {
+        throw new RescueError(
+          'E_NO_FREE_SPACE',
+          `${req.target} has no unallocated space of ${size} bytes for partition ${region.partition}`,
+          'Free space on that disk (shrink or delete a partition), or restore into an existing partition (--to DISK:M).',
+        );
+      }
+      at = gap.start;
+      if (table.kind === 'gpt') {
+        const used = new Set(table.partitions.map((p) => p.number));
+        number = 1;
+        while (used.has(number)) number++;
+        if (number > (table.gpt?.entryCount ?? 128)) {
+          throw new RescueError(
+            'E_NO_FREE_SLOT',
+            `${req.target} has no free GPT entry`,
+            'Delete a partition first.',
+          );
+        }
+      } else {
+        const used = new Set(table.partitions.filter((p) => p.kind !== 'logical').map((p) => p.number));
+        number = [1, 2, 3, 4].find((n) => !used.has(n)) ?? 0;
+        if (!number) {
+          throw new RescueError(
+            'E_NO_FREE_SLOT',
+            `${req.target} is an MBR disk whose 4 primary partition slots are all taken`,
+            'An MBR disk holds only 4 primary partitions and a primary partition is not turned into a logical one automatically: delete a partition, or convert the disk to GPT, then restore.',
+          );
+        }
+      }
+      const entry: Partition = {
+        number,
+        start: at,
+        size,
+        type: convertType(
+          source?.type ?? (table.kind === 'gpt' ? '0FC63DAF-8483-4772-8E79-3D69D8477DE4' : '83'),
+          disk.table.kind,
+          table.kind,
+        ),
+        typeName: source?.typeName ?? '',
+        kind: table.kind === 'gpt' ? 'gpt' : 'primary',
+        ...(table.kind === 'gpt' ? { uuid: randomGuid(), name: source?.name ?? '' } : {}),
+      };
+      newTable = { ...table, partitions: [...table.partitions, entry].sort((a, b) => a.number - b.number) };
+    }
+    if (newTable)
+      await applyDiskWrites(
+        target.src,
+        await planPartitionTableWrite(target.src, newTable, { sectorSize: table.sectorSize }),
+      );
+    ctx.emit({
+      type: 'phase',
+      phase: 'restore',
+      message: `Restoring partition ${region.partition} into ${req.target} partition ${number}`,
+    });
+    const bytes = await writeRegions(reader, target.src, [{ region, at }], ctx, !!req.sectorBySector);
+    await rereadPartitions(req.target);
+    return {
+      target: req.target,
+      mode: req.toFree ? 'free-space' : 'into-partition',
+      partition: number,
+      bytesWritten: bytes,
+      seconds: (performance.now() - t0) / 1000,
+      warnings: [],
+    };
+  } finally {
+    await target.src.close();
+  }
+}
+
+export function resolveTarget(path: string): string {
+  return path.startsWith('/dev/') ? path : resolve(path);
+}
