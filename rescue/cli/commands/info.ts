@@ -13,7 +13,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const password = parsed.values['password-file']
     ? await readPasswordFile(parsed.values['password-file'])
     : undefined;
-  const reader = await ImageReader.open(parsed.positionals[0], { password, metadataOnly: true } as never);
+  const reader = await ImageReader.open(parsed.positionals[0], { password });
   try {
     const m = reader.manifest as unknown as Record<string, unknown> & {
       point: { id: string; type: string; sequence?: number };

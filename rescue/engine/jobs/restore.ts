@@ -458,6 +458,21 @@ async function restoreDisk(
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, disk.source.size);
   try {
+    if (kind === 'system' && !target.created && !req.tableKind) {
+      const inPlace = await restoreSystemInPlace(reader, disk, target.src, ctx, sbs);
+      if (inPlace !== undefined) {
+        return {
+          target: req.target,
+          mode: 'disk',
+          bytesWritten: inPlace,
+          seconds: (performance.now() - t0) / 1000,
+          warnings: [
+            ...warnings,
+            'restored into the partitions of the original layout; the other partitions of the disk were not touched',
+          ],
+        };
+      }
+    }
     if (target.src.size < need) throw tooSmall(req.target, target.src.size, need, 'this disk image');
     // Partitions that would end past the target (allowed only when their filesystem is smaller).
     for (const p of table.partitions) {
@@ -512,6 +527,57 @@ async function restoreDisk(
   } finally {
     await target.src.close();
   }
+}
+
+/**
+ * A system image going back to its own disk (manual 5.2, "original location"): when the disk
+ * still has partitions exactly where the system's were, only those are overwritten, plus the MBR
+ * boot code (and on MBR disks the boot loader's gap after the MBR); data partitions next to the
+ * system survive. Returns undefined when the layout differs (then the disk is laid out anew).
+ */
+async function restoreSystemInPlace(
+  reader: ImageReader,
+  disk: ManifestDisk,
+  target: FileSource,
+  ctx: JobContext,
+  sbs: boolean,
+): Promise<number | undefined> {
+  const current = await readPartitionTable(target);
+  if (current.kind !== disk.table.kind || current.sectorSize !== disk.table.sectorSize) return undefined;
+  const parts = disk.regions.filter((r) => r.kind === 'partition');
+  const matches = parts.every((r) =>
+    current.partitions.some((p) => p.number === r.partition && p.start === r.start && p.size === r.size),
+  );
+  if (!matches || parts.length === 0) return undefined;
+  ctx.emit({
+    type: 'phase',
+    phase: 'restore',
+    message: 'The disk still has the original layout: restoring the system partitions in place',
+  });
+  const leadIn = disk.regions.find((r) => r.kind === 'lead-in');
+  let written = 0;
+  if (leadIn) {
+    const raw = await reader.readRegion(leadIn.id, 0, leadIn.size);
+    // Boot code only: the disk's own table (and signature) stay as they are.
+    await target.write(0, raw.subarray(0, 440));
+    written += 440;
+    if (disk.table.kind === 'mbr' && leadIn.size > 512) {
+      const firstPartition = Math.min(...current.partitions.map((p) => p.start));
+      const gapEnd = Math.min(leadIn.size, firstPartition);
+      if (gapEnd > 512) {
+        await target.write(512, raw.subarray(512, gapEnd));
+        written += gapEnd - 512;
+      }
+    }
+  }
+  written += await writeRegions(
+    reader,
+    target,
+    parts.map((r) => ({ region: r, at: r.start })),
+    ctx,
+    sbs,
+  );
+  return written;
 }
 
 /** Asks the kernel to re-read a disk's partition table after we rewrote it (block devices only). */
