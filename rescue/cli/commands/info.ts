@@ -36,7 +36,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
     const lines = [
       `Image:    ${reader.files[0]}${reader.files.length > 1 ? ` (+${reader.files.length - 1} more volume files)` : ''}`,
       `Task:     ${m.name} (${m.kind} backup) by ${m.tool}`,
-      `Point:    ${m.point.sequence ?? 1}, ${m.point.type}, made ${new Date(m.created).toLocaleString()}, id ${m.point.id}`,
+      `Point:    ${m.point.sequence ?? 1}, ${m.point.type}, made ${m.created.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}, id ${m.point.id}`,
       `Options:  compression ${o.compression}, ${o.encrypted ? 'encrypted (AES-256-GCM)' : 'not encrypted'}, ${o.split ? `split at ${formatBytes(Number(o.split))}` : 'not split'}, ${o.sectorBySector ? 'sector by sector' : 'used sectors only'}`,
     ];
     if (m.comment) lines.push(`Comment:  ${m.comment}`);
