@@ -319,16 +319,21 @@ async function copyRegions(
           signal.throwIfAborted();
           const raw = await readWindow(region, w).catch((e: unknown) => {
             if (isRescueError(e) && e.code === 'E_READ') {
+              // The disk offset that failed (FileSource reports it), not the start of the window.
+              const at = typeof e.details?.offset === 'number' ? e.details.offset : r.start + w.start;
               throw new RescueError(
                 'E_SOURCE_READ',
-                `Cannot read ${d.spec.path} at byte ${r.start + w.start} (${r.kind}${r.partition ? ` ${r.partition}` : ''}): ${e.message}`,
+                `Cannot read ${d.spec.path} at byte ${at} (${r.kind}${r.partition ? ` ${r.partition}` : ''}): ${e.message}`,
                 'The source disk is failing at that spot. Copy it with a tool that skips bad sectors (ddrescue) to a healthy disk, then back up that copy.',
-                { offset: r.start + w.start },
+                { offset: at },
               );
             }
             throw e;
           });
-          pending.push(writer.codec.encode(r.id, w.start, raw));
+          const encoded = writer.codec.encode(r.id, w.start, raw);
+          // Observed now, awaited in order later: a failure must not surface as an unhandled rejection.
+          encoded.catch(() => {});
+          pending.push(encoded);
           if (pending.length >= IN_FLIGHT) await drainOne();
         }
       }

@@ -167,6 +167,11 @@ async function openTarget(path: string, createSize: number | undefined): Promise
   return { path, src: await FileSource.open(path, { writable: true }), created: false };
 }
 
+/** A target file this restore created and could not finish is removed: half a disk is worse than none. */
+async function discardCreated(target: Target): Promise<void> {
+  if (target.created) await fsp.rm(target.path, { force: true });
+}
+
 /** Every refusal that must come before the first write. */
 async function assertSafeTarget(targetPath: string, reader: ImageReader): Promise<void> {
   const st = await fsp.stat(targetPath).catch(() => undefined);
@@ -292,7 +297,11 @@ async function writeRegions(
     };
     for (const entry of p.entries) {
       ctx.signal.throwIfAborted();
-      pending.push({ entry, data: reader.readChunk(entry) });
+      const data = reader.readChunk(entry);
+      // A chunk read ahead may fail before flush() awaits it: mark the rejection as handled here
+      // (flush still sees it, in order) so Node does not kill the process with a stack trace.
+      data.catch(() => {});
+      pending.push({ entry, data });
       if (pending.length >= IN_FLIGHT) await flush();
     }
     try {
@@ -353,6 +362,9 @@ async function restoreRegionToRaw(
       seconds: (performance.now() - t0) / 1000,
       warnings: [],
     };
+  } catch (e) {
+    await discardCreated(target);
+    throw e;
   } finally {
     await target.src.close();
   }
@@ -524,6 +536,9 @@ async function restoreDisk(
       seconds: (performance.now() - t0) / 1000,
       warnings,
     };
+  } catch (e) {
+    await discardCreated(target);
+    throw e;
   } finally {
     await target.src.close();
   }
@@ -728,6 +743,9 @@ async function restoreIntoDisk(
       seconds: (performance.now() - t0) / 1000,
       warnings: [],
     };
+  } catch (e) {
+    await discardCreated(target);
+    throw e;
   } finally {
     await target.src.close();
   }
