@@ -26,12 +26,13 @@ const READ_CHUNK = 4 * 1024 * 1024;
 /** FAT entries are read a page at a time while walking chains. */
 const FAT_PAGE = 64 * 1024;
 
-interface ExfatVolume {
+export interface ExfatVolume {
   boot: ExfatBootSector;
   layout: ExfatLayout;
 }
 
-async function openVolume(src: BlockSource): Promise<ExfatVolume> {
+/** The boot sector, its layout and the main boot region's checksum, checked against the source's size. */
+export async function openExfatVolume(src: BlockSource): Promise<ExfatVolume> {
   if (src.size < EXFAT_BOOT.SIZE) throw corrupt('exFAT volume', `${src.path} is only ${src.size} bytes`);
   const boot = parseExfatBootSector(await src.read(0, EXFAT_BOOT.SIZE));
   // Check the shift before trusting it to size the boot-region read.
@@ -50,7 +51,7 @@ async function openVolume(src: BlockSource): Promise<ExfatVolume> {
 }
 
 /** Follows FAT chains of one FAT copy, one cached page of entries at a time. */
-class ChainWalker {
+export class ExfatChainWalker {
   private page = -1;
   private bytes: Buffer = Buffer.alloc(0);
   private readonly src: BlockSource;
@@ -123,7 +124,7 @@ function clusterOffset(layout: ExfatLayout, n: number): number {
 }
 
 /** Reads the root directory until its end marker; returns its critical entries and its clusters. */
-async function readRoot(src: BlockSource, layout: ExfatLayout, walker: ChainWalker) {
+async function readRoot(src: BlockSource, layout: ExfatLayout, walker: ExfatChainWalker) {
   const max = Math.min(layout.clusterCount, Math.ceil(EXFAT_LIMITS.MAX_DIR_BYTES / layout.clusterBytes));
   const clusters = await walker.chain('root directory', layout.rootCluster, { max });
   const entries: ExfatRootEntries = { bitmaps: [], ended: false };
@@ -144,11 +145,11 @@ function probe(head: Buffer, _size: number): boolean {
 }
 
 async function identify(src: BlockSource): Promise<FsIdentity> {
-  const { boot, layout } = await openVolume(src);
+  const { boot, layout } = await openExfatVolume(src);
   const warnings: string[] = [];
   let entries: ExfatRootEntries | undefined;
   try {
-    ({ entries } = await readRoot(src, layout, new ChainWalker(src, layout)));
+    ({ entries } = await readRoot(src, layout, new ExfatChainWalker(src, layout)));
   } catch (e) {
     // The boot region is sound, so this is exFAT; say what is wrong instead of "unknown".
     if (!isRescueError(e)) throw e;
@@ -185,7 +186,7 @@ function addClusters(set: ExtentSet, layout: ExfatLayout, clusters: readonly num
 }
 
 async function usedMap(src: BlockSource, signal?: AbortSignal): Promise<UsedMap> {
-  const { layout } = await openVolume(src);
+  const { layout } = await openExfatVolume(src);
   if (layout.dirty) {
     // exFAT has no journal: a volume removed while dirty may have directory entries whose clusters
     // never reached the allocation bitmap. fsck.exfat would add them; we copy everything instead.
@@ -198,7 +199,7 @@ async function usedMap(src: BlockSource, signal?: AbortSignal): Promise<UsedMap>
         'incomplete; run fsck.exfat (or chkdsk) on it to allow a used-space backup',
     };
   }
-  const walker = new ChainWalker(src, layout);
+  const walker = new ExfatChainWalker(src, layout);
   const set = new ExtentSet(layout.volumeBytes);
   // Main and backup boot regions, the FAT(s) and whatever alignment padding lies before the heap.
   set.add(0, layout.heapStart);

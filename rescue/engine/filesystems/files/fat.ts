@@ -15,13 +15,13 @@ import {
   fatLayout,
   parseFatBootSector,
 } from '../fat-bpb.ts';
+import { ClusterChains } from './clusters.ts';
 import { type FatDirEntry, parseFatDirectory } from './fat-dir.ts';
 import type { VolumeFiles } from './index.ts';
 import { type FileTree, type TreeNode, treeFiles, upcaseName } from './tree.ts';
 
 /** FAT entries are read a page at a time (a multiple of 3 bytes and 4 bytes: FAT12 pairs stay whole). */
 const FAT_PAGE = 48 * 1024;
-const READ_CHUNK = 4 * 1024 * 1024;
 const DIR_CACHE = 64;
 
 interface FatNode extends TreeNode {
@@ -37,6 +37,7 @@ class FatTree implements FileTree<FatNode> {
   private readonly src: BlockSource;
   private readonly layout: FatLayout;
   private readonly fatBase: number;
+  private readonly chains: ClusterChains;
   private page = -1;
   private pageBytes: Buffer = Buffer.alloc(0);
   private readonly dirs = new Map<string, FatDirEntry[]>();
@@ -45,6 +46,15 @@ class FatTree implements FileTree<FatNode> {
     this.src = src;
     this.layout = layout;
     this.fatBase = layout.fatStart + (layout.mirroring ? 0 : layout.activeFat) * layout.fatBytes;
+    const eoc = FAT_ENTRY.EOC_MIN[layout.type];
+    this.chains = new ClusterChains({
+      src,
+      start: layout.dataStart,
+      clusterBytes: layout.clusterBytes,
+      clusterCount: layout.clusterCount,
+      entry: (n) => this.entry(n),
+      endsChain: (v) => v >= eoc,
+    });
   }
 
   private async entry(n: number): Promise<number> {
@@ -67,61 +77,6 @@ class FatTree implements FileTree<FatNode> {
     return fatEntry(this.pageBytes.subarray(local), type, 0);
   }
 
-  private valid(c: number): boolean {
-    return c >= FAT_LIMITS.FIRST_CLUSTER && c <= this.layout.clusterCount + 1;
-  }
-
-  /**
-   * The chain from `first`: exactly `count` clusters when given (a shorter chain is corrupt), else
-   * up to the end-of-chain mark but never more than `max`.
-   */
-  private async chain(first: number, what: string, opts: { count?: number; max: number }): Promise<number[]> {
-    if (!this.valid(first))
-      throw corrupt(what, `first cluster ${first} is outside 2..${this.layout.clusterCount + 1}`);
-    const eoc = FAT_ENTRY.EOC_MIN[this.layout.type];
-    const out = [first];
-    const limit = opts.count ?? opts.max;
-    let c = first;
-    while (out.length < limit) {
-      const next = await this.entry(c);
-      if (next >= eoc) {
-        if (opts.count !== undefined)
-          throw corrupt(what, `cluster chain ends after ${out.length} of ${opts.count} clusters`);
-        return out;
-      }
-      if (!this.valid(next))
-        throw corrupt(what, `cluster ${c} links to invalid cluster 0x${next.toString(16)}`);
-      out.push(next);
-      c = next;
-    }
-    if (opts.count === undefined && (await this.entry(c)) < eoc)
-      throw corrupt(what, `cluster chain is longer than ${opts.max} clusters (it may loop)`);
-    return out;
-  }
-
-  /** Reads the clusters in order, joining runs of consecutive clusters into one read. */
-  private async readClusters(clusters: number[], length: number): Promise<Buffer> {
-    const { clusterBytes, dataStart } = this.layout;
-    const out = Buffer.alloc(length);
-    for (let i = 0; i < clusters.length && i * clusterBytes < length; ) {
-      let j = i + 1;
-      while (
-        j < clusters.length &&
-        clusters[j] === clusters[j - 1] + 1 &&
-        (j - i + 1) * clusterBytes <= READ_CHUNK
-      )
-        j++;
-      const bytes = Math.min((j - i) * clusterBytes, length - i * clusterBytes);
-      const data = await this.src.read(
-        dataStart + (clusters[i] - FAT_LIMITS.FIRST_CLUSTER) * clusterBytes,
-        bytes,
-      );
-      data.copy(out, i * clusterBytes);
-      i = j;
-    }
-    return out;
-  }
-
   async root(): Promise<FatNode> {
     return { kind: 'dir', size: 0, firstCluster: this.layout.rootCluster, isRoot: true, id: 'root' };
   }
@@ -135,10 +90,10 @@ class FatTree implements FileTree<FatNode> {
       bytes = await this.src.read(layout.rootDirStart, layout.rootEntries * FAT_LIMITS.DIR_ENTRY_SIZE);
     } else {
       const max = Math.min(layout.clusterCount, Math.ceil(FAT_LIMITS.MAX_DIR_BYTES / layout.clusterBytes));
-      const clusters = await this.chain(dir.firstCluster, `directory at cluster ${dir.firstCluster}`, {
+      const clusters = await this.chains.chain(dir.firstCluster, `directory at cluster ${dir.firstCluster}`, {
         max,
       });
-      bytes = await this.readClusters(clusters, clusters.length * layout.clusterBytes);
+      bytes = await this.chains.read(clusters, clusters.length * layout.clusterBytes);
     }
     const list = parseFatDirectory(bytes, layout.type === 32);
     if (this.dirs.size >= DIR_CACHE) this.dirs.clear();
@@ -149,8 +104,9 @@ class FatTree implements FileTree<FatNode> {
   private toNode(e: FatDirEntry): FatNode {
     const what = `FAT directory entry ${e.name}`;
     if (e.isDirectory) {
-      if (!this.valid(e.firstCluster)) throw corrupt(what, `directory starts at cluster ${e.firstCluster}`);
-    } else if (e.size > 0 && !this.valid(e.firstCluster)) {
+      if (!this.chains.valid(e.firstCluster))
+        throw corrupt(what, `directory starts at cluster ${e.firstCluster}`);
+    } else if (e.size > 0 && !this.chains.valid(e.firstCluster)) {
       throw corrupt(what, `file of ${e.size} bytes starts at cluster ${e.firstCluster}`);
     }
     const node: FatNode = {
@@ -184,11 +140,11 @@ class FatTree implements FileTree<FatNode> {
   async read(node: FatNode): Promise<Buffer> {
     if (node.size === 0) return Buffer.alloc(0);
     const count = Math.ceil(node.size / this.layout.clusterBytes);
-    const clusters = await this.chain(node.firstCluster, `file at cluster ${node.firstCluster}`, {
+    const clusters = await this.chains.chain(node.firstCluster, `file at cluster ${node.firstCluster}`, {
       count,
       max: count,
     });
-    return this.readClusters(clusters, node.size);
+    return this.chains.read(clusters, node.size);
   }
 }
 
