@@ -9,11 +9,17 @@ import { deviceUsage } from '../devices/discovery.ts';
 import { inspectDisk } from '../devices/inventory.ts';
 import { type BlockSource, FileSource, SliceSource } from '../devices/source.ts';
 import { isRescueError, RescueError } from '../errors.ts';
-import { type Compression, type EncodedChunk, encodeUsedMap, ImageWriter } from '../image/index.ts';
+import {
+  type Compression,
+  type EncodedChunk,
+  encodeUsedMap,
+  ImageWriter,
+  windowsOf,
+} from '../image/index.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { PartitionTable } from '../partitions/types.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
-import { type PlannedRegion, planDiskRegions, readWindow, windowsOf } from './regions.ts';
+import { type PlannedRegion, planDiskRegions, readWindow } from './regions.ts';
 import { findSystemPartitions } from './system.ts';
 
 export const MAX_COMMENT_LENGTH = 1024;
@@ -320,7 +326,7 @@ async function copyRegions(
           const raw = await readWindow(region, w).catch((e: unknown) => {
             if (isRescueError(e) && e.code === 'E_READ') {
               // The disk offset that failed (FileSource reports it), not the start of the window.
-              const at = typeof e.details?.offset === 'number' ? e.details.offset : r.start + w.start;
+              const at = typeof e.details?.offset === 'number' ? e.details.offset : r.start + w.windowStart;
               throw new RescueError(
                 'E_SOURCE_READ',
                 `Cannot read ${d.spec.path} at byte ${at} (${r.kind}${r.partition ? ` ${r.partition}` : ''}): ${e.message}`,
@@ -330,7 +336,7 @@ async function copyRegions(
             }
             throw e;
           });
-          const encoded = writer.codec.encode(r.id, w.start, raw);
+          const encoded = writer.codec.encode(r.id, w.windowStart, raw);
           // Observed now, awaited in order later: a failure must not surface as an unhandled rejection.
           encoded.catch(() => {});
           pending.push(encoded);

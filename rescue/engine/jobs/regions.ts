@@ -7,6 +7,7 @@ import { SliceSource } from '../devices/source.ts';
 import { RescueError } from '../errors.ts';
 import { detectFilesystem, sectorBySector, usedMapOf } from '../filesystems/detect.ts';
 import type { Extent } from '../filesystems/extents.ts';
+import type { WindowPlan } from '../image/index.ts';
 import type { PartitionTable } from '../partitions/types.ts';
 
 /** The lead-in (MBR, GPT, the gap after the MBR where GRUB's core.img lives) is copied up to this. */
@@ -179,53 +180,15 @@ export async function planDiskRegions(
   return out;
 }
 
-export interface Window {
-  /** Offset of the window in its region. */
-  start: number;
-  /** Used ranges inside the window, relative to the region, in order. */
-  runs: Extent[];
-  rawLength: number;
-}
-
-/** Cuts a region's used extents into windows of `windowSize` bytes of disk space; empty windows are skipped. */
-export function* windowsOf(extents: readonly Extent[], windowSize: number): Generator<Window> {
-  let i = 0;
-  let pos = extents.length > 0 ? extents[0].start : 0;
-  while (i < extents.length) {
-    const e = extents[i];
-    if (pos < e.start) pos = e.start;
-    const wStart = Math.floor(pos / windowSize) * windowSize;
-    const wEnd = wStart + windowSize;
-    const runs: Extent[] = [];
-    let raw = 0;
-    while (i < extents.length && extents[i].start < wEnd) {
-      const x = extents[i];
-      const s = Math.max(x.start, pos, wStart);
-      const end = Math.min(x.start + x.length, wEnd);
-      if (end > s) {
-        runs.push({ start: s, length: end - s });
-        raw += end - s;
-      }
-      if (x.start + x.length <= wEnd) {
-        i++;
-      } else {
-        pos = wEnd;
-        break;
-      }
-    }
-    if (runs.length > 0) yield { start: wStart, runs, rawLength: raw };
-  }
-}
-
 /** Reads a window's used bytes from the region's source, concatenated in order. */
-export async function readWindow(region: BlockSource, w: Window): Promise<Buffer> {
-  const first = w.runs[0].start;
-  const last = w.runs[w.runs.length - 1];
+export async function readWindow(region: BlockSource, w: WindowPlan): Promise<Buffer> {
+  const first = w.extents[0].start;
+  const last = w.extents[w.extents.length - 1];
   const span = await region.read(first, last.start + last.length - first);
-  if (w.runs.length === 1) return span;
+  if (w.extents.length === 1) return span;
   const out = Buffer.allocUnsafe(w.rawLength);
   let o = 0;
-  for (const r of w.runs) {
+  for (const r of w.extents) {
     span.copy(out, o, r.start - first, r.start - first + r.length);
     o += r.length;
   }
