@@ -5,7 +5,7 @@
  *       → AES-256-GCM (random nonce, AAD = image id ‖ region id ‖ window start) when a key is set
  *
  * zstd runs in libuv's threadpool (node:zlib's async API), so several chunks in flight compress in
- * parallel; sha256 of the raw bytes is computed on the calling thread while zstd works. GCM is a
+ * parallel; sha256 of the raw bytes runs in the thread pool too (WebCrypto), beside zstd. GCM is a
  * few GB/s with AES-NI and runs synchronously. Apart from that the codec is pure and holds no state
  * between calls, so any number of encode/decode calls may run concurrently.
  */
@@ -13,7 +13,7 @@ import { createCipheriv, createDecipheriv, createHash, randomFillSync } from 'no
 import { promisify } from 'node:util';
 import { constants as zc, zstdCompress, zstdDecompress } from 'node:zlib';
 import { type ChunkContext, chunkCorrupt, internal, optionInvalid } from './failures.ts';
-import { sha256 } from './layout.ts';
+import { sha256Async } from './layout.ts';
 import {
   COMPRESSION_LEVEL,
   type Compression,
@@ -187,14 +187,13 @@ export class ChunkCodec {
     let stored: Buffer = raw;
     if (this.level > 0 && rawLength >= MIN_COMPRESS_BYTES) {
       const framePromise = compressAsync(raw, zstdOptions(this.level, rawLength)).catch(() => null);
-      const hash = sha256(raw);
-      const frame = await framePromise;
+      const [hash, frame] = await Promise.all([sha256Async(raw), framePromise]);
       if (frame && frame.length < rawLength) stored = frame;
       else flags |= ENTRY_FLAGS.STORED_RAW;
       return this.finishEncode(regionId, windowStart, rawLength, flags, hash, stored);
     }
     flags |= ENTRY_FLAGS.STORED_RAW;
-    return this.finishEncode(regionId, windowStart, rawLength, flags, sha256(raw), stored);
+    return this.finishEncode(regionId, windowStart, rawLength, flags, await sha256Async(raw), stored);
   }
 
   private finishEncode(
@@ -244,7 +243,7 @@ export class ChunkCodec {
     }
     if (raw.length !== entry.rawLength)
       throw chunkCorrupt(ctx, `${raw.length} raw bytes, the index says ${entry.rawLength}`);
-    if (!sha256(raw).equals(entry.sha256)) throw chunkCorrupt(ctx, 'sha256 mismatch');
+    if (!(await sha256Async(raw)).equals(entry.sha256)) throw chunkCorrupt(ctx, 'sha256 mismatch');
     return raw;
   }
 }

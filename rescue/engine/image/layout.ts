@@ -41,6 +41,14 @@ export function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
 }
 
+/**
+ * sha256 in libuv's thread pool (WebCrypto digest runs there), so several chunks hash in parallel
+ * with each other and with zstd instead of queueing on the main thread.
+ */
+export async function sha256Async(data: Uint8Array): Promise<Buffer> {
+  return Buffer.from(await globalThis.crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>));
+}
+
 /** u64 as a JS number; -1 when it does not fit in 2^53 (no valid offset or size does). */
 function readU64(buf: Buffer, off: number): number {
   const v = buf.readBigUInt64LE(off);
