@@ -5,6 +5,8 @@ import { RescueError } from '../engine/errors.ts';
 export interface Answers {
   yes?: boolean;
   no?: boolean;
+  /** Machine-readable output: the summary is one JSON line. */
+  json?: boolean;
 }
 
 export class Declined extends Error {}
@@ -14,7 +16,7 @@ export class Declined extends Error {}
  * operation is refused (scripts must say --yes explicitly).
  */
 export async function confirmTyped(summary: string, word: string, answers: Answers): Promise<void> {
-  process.stderr.write(`${summary}\n`);
+  process.stderr.write(answers.json ? `${JSON.stringify({ type: 'confirm', summary })}\n` : `${summary}\n`);
   if (answers.no) throw new Declined('declined (--no)');
   if (answers.yes) return;
   if (!process.stdin.isTTY) {

@@ -76,9 +76,13 @@ export async function backupCommand(argv: string[], signal: AbortSignal): Promis
     reporter.close();
     const ratio =
       r.usedBytes > 0 ? ` (${((100 * r.storedBytes) / r.usedBytes).toFixed(0)}% of the data)` : '';
-    process.stderr.write(
-      `Backed up ${formatBytes(r.usedBytes)} in ${r.seconds.toFixed(1)} s into ${r.files.length} file(s), ${formatBytes(r.storedBytes)}${ratio}\n`,
-    );
+    if (v.json) {
+      process.stderr.write(`${JSON.stringify({ type: 'done', ...r })}\n`);
+    } else {
+      process.stderr.write(
+        `Backed up ${formatBytes(r.usedBytes)} in ${r.seconds.toFixed(1)} s into ${r.files.length} file(s), ${formatBytes(r.storedBytes)}${ratio}\n`,
+      );
+    }
     process.stdout.write(`${r.firstFile}\n`);
     return 0;
   } finally {

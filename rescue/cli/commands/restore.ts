@@ -99,12 +99,16 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
   await confirmTyped(
     `Restore ${req.image}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.`,
     'yes',
-    { yes: v.yes, no: v.no },
+    { yes: v.yes, no: v.no, json: v.json },
   );
   const reporter = createReporter({ json: !!v.json, signal });
   try {
     const r = await runRestore(req, reporter);
     reporter.close();
+    if (v.json) {
+      process.stderr.write(`${JSON.stringify({ type: 'done', ...r })}\n`);
+      return 0;
+    }
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     process.stderr.write(
       `Restored ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s\n`,
