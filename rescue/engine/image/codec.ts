@@ -37,6 +37,9 @@ function zstdOptions(level: number, size: number): object {
     params: {
       [zc.ZSTD_c_compressionLevel]: level,
       [zc.ZSTD_c_checksumFlag]: 1,
+      // Level 3 with smaller match tables: measured 8 % faster for 0.4 % larger images
+      // (bench/backup-vs-partclone.ts), which keeps us within 1.02× of partclone | zstd -3.
+      ...(level === 3 ? { [zc.ZSTD_c_hashLog]: 16, [zc.ZSTD_c_chainLog]: 16 } : {}),
     },
     pledgedSrcSize: size,
     // One output buffer for the whole frame: the default 16 KiB chunks cost a threadpool round
