@@ -22,10 +22,6 @@ export interface JobContext {
   emit(event: JobEvent): void;
 }
 
-export function silentContext(signal: AbortSignal = new AbortController().signal): JobContext {
-  return { signal, emit: () => {} };
-}
-
 /**
  * Turns byte counts into progress events at most every `intervalMs`, with a rate smoothed over the
  * last few seconds so that one slow chunk does not make the ETA jump.

@@ -10,7 +10,6 @@
  * holding the image, target too small — happens before the first byte is written.
  */
 import { promises as fsp } from 'node:fs';
-import { resolve } from 'node:path';
 import { assertNotInUse, deviceUsage } from '../devices/discovery.ts';
 import { FileSource } from '../devices/source.ts';
 import { splitDevNumber } from '../devices/sysfs.ts';
@@ -749,8 +748,4 @@ async function restoreIntoDisk(
   } finally {
     await target.src.close();
   }
-}
-
-export function resolveTarget(path: string): string {
-  return path.startsWith('/dev/') ? path : resolve(path);
 }
