@@ -166,9 +166,19 @@ async function openTarget(path: string, createSize: number | undefined): Promise
   return { path, src: await FileSource.open(path, { writable: true }), created: false };
 }
 
-/** A target file this restore created and could not finish is removed: half a disk is worse than none. */
-async function discardCreated(target: Target): Promise<void> {
-  if (target.created) await fsp.rm(target.path, { force: true });
+/**
+ * Runs `fn` on an open target and closes it; a target file this restore created and could not
+ * finish is removed: half a disk is worse than none.
+ */
+async function usingTarget<T>(target: Target, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (target.created) await fsp.rm(target.path, { force: true });
+    throw e;
+  } finally {
+    await target.src.close();
+  }
 }
 
 /** Every refusal that must come before the first write. */
@@ -345,7 +355,7 @@ async function restoreRegionToRaw(
   const need = regionNeed(region, !!req.sectorBySector);
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, region.size);
-  try {
+  return usingTarget(target, async () => {
     if (target.src.size < need)
       throw tooSmall(req.target, target.src.size, need, `partition ${region.partition ?? ''}`.trim());
     ctx.emit({
@@ -361,12 +371,7 @@ async function restoreRegionToRaw(
       seconds: (performance.now() - t0) / 1000,
       warnings: [],
     };
-  } catch (e) {
-    await discardCreated(target);
-    throw e;
-  } finally {
-    await target.src.close();
-  }
+  });
 }
 
 const GPT_TO_MBR: Record<string, number> = {
@@ -468,7 +473,7 @@ async function restoreDisk(
   const need = sbs ? disk.source.size : Math.max(0, ...ends) + gptTail;
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, disk.source.size);
-  try {
+  return usingTarget(target, async () => {
     if (kind === 'system' && !target.created && !req.tableKind) {
       const inPlace = await restoreSystemInPlace(reader, disk, target.src, ctx, sbs);
       if (inPlace !== undefined) {
@@ -535,12 +540,7 @@ async function restoreDisk(
       seconds: (performance.now() - t0) / 1000,
       warnings,
     };
-  } catch (e) {
-    await discardCreated(target);
-    throw e;
-  } finally {
-    await target.src.close();
-  }
+  });
 }
 
 /**
@@ -633,7 +633,7 @@ async function restoreIntoDisk(
   const need = regionNeed(region, !!req.sectorBySector);
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, undefined);
-  try {
+  return usingTarget(target, async () => {
     const table = await readPartitionTable(target.src);
     if (table.kind === 'none') {
       throw new RescueError(
@@ -742,10 +742,5 @@ async function restoreIntoDisk(
       seconds: (performance.now() - t0) / 1000,
       warnings: [],
     };
-  } catch (e) {
-    await discardCreated(target);
-    throw e;
-  } finally {
-    await target.src.close();
-  }
+  });
 }
