@@ -94,9 +94,13 @@ async function checkSourceQuiet(
   allowMounted: boolean,
 ): Promise<string[]> {
   const st = await fsp.stat(path);
-  if (!st.isBlockDevice()) return [];
   const usage = await deviceUsage(path, { exclusiveCheck: false });
   const problems: string[] = [];
+  if (!st.isBlockDevice()) {
+    // An image file is live while a loop device over it is mounted: its filesystem may change.
+    const live = usage.inUseReasons.filter((r) => /mounted/.test(r));
+    problems.push(...live.map((r) => `${path} is ${r}`));
+  }
   const consider = (
     what: string,
     u: { mounts: { mountPoint: string; readOnly: boolean }[]; swap: boolean },
