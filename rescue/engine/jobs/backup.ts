@@ -24,7 +24,7 @@ import { findSystemPartitions } from './system.ts';
 
 export const MAX_COMMENT_LENGTH = 1024;
 /** Chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
-const IN_FLIGHT = 4;
+const IN_FLIGHT = 3;
 
 export interface BackupSourceSpec {
   /** Block device or image file. */
