@@ -176,7 +176,7 @@ describe('1. a chunk with flipped bytes', () => {
     let goodRuns: { start: number; length: number }[];
     try {
       const part = manifestDisks(reader)[0].regions.find((r) => r.kind === 'partition')!;
-      const extents = decodeUsedMap(part.usedMap, part.size);
+      const extents = decodeUsedMap(part.usedMap!, part.size);
       const onDisk = (windowStart: number) =>
         runsInWindow(extents, windowStart, reader.windowSize).map((r) => ({
           start: part.start + r.start,

@@ -1,6 +1,6 @@
 /** rescue info IMAGE [--json] [--password-file F] — like `AMBackup /l /s image`. */
 import { ImageReader } from '../../engine/image/index.ts';
-import { type ManifestDisk, manifestDisks } from '../../engine/jobs/restore.ts';
+import { manifestDisks, type RestoreDisk } from '../../engine/jobs/restore.ts';
 import { parseCommand, readPasswordFile } from '../args.ts';
 import { formatBytes, UsageError } from '../output.ts';
 
@@ -15,16 +15,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
     : undefined;
   const reader = await ImageReader.open(parsed.positionals[0], { password });
   try {
-    const m = reader.manifest as unknown as Record<string, unknown> & {
-      point: { id: string; type: string; sequence?: number };
-      options: Record<string, unknown>;
-      created: string;
-      kind: string;
-      name: string;
-      comment: string;
-      tool: string;
-      stats?: Record<string, number>;
-    };
+    const m = reader.manifest;
     const disks = manifestDisks(reader);
     if (parsed.values.json) {
       process.stdout.write(
@@ -52,7 +43,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   }
 }
 
-function renderDisk(d: ManifestDisk): string[] {
+function renderDisk(d: RestoreDisk): string[] {
   const s = d.source;
   const who = [
     s.model && `"${s.model}"`,
@@ -72,7 +63,7 @@ function renderDisk(d: ManifestDisk): string[] {
       const fs = r.fs ? `${r.fs.type}${r.fs.label ? ` "${r.fs.label}"` : ''}` : '';
       const how =
         r.usedMethod === 'allocation'
-          ? `${formatBytes(r.usedBytes)} used`
+          ? `${formatBytes(r.usedBytes ?? r.size)} used`
           : `all ${formatBytes(r.size)} (${r.reason})`;
       out.push(
         `  ${r.kind === 'disk' ? 'whole disk ' : `partition ${String(r.partition).padEnd(2)}`} ${formatBytes(r.size).padEnd(9)} ${(p?.typeName ?? '').padEnd(22)} ${fs.padEnd(20)} ${how}`,

@@ -62,6 +62,7 @@ import {
   MAX_COMMENT_CHARS,
   MAX_NAME_BYTES,
   type Manifest,
+  type ManifestOptions,
   METADATA_REGION_ID,
   MIN_SPLIT_BYTES,
   type PointType,
@@ -103,7 +104,9 @@ export interface FinishResult {
   storedBytes: number;
 }
 
-export type ManifestInput = Omit<Manifest, 'point' | 'options'> & Partial<Manifest>;
+/** What the caller says of an image; the writer fills in the point and its own options. */
+export type ManifestInput = Omit<Manifest, 'point' | 'options'> &
+  Partial<Pick<Manifest, 'point'>> & { options?: Partial<ManifestOptions> };
 
 /** A batch is written once it holds this many bytes or buffers. */
 const FLUSH_BYTES = 8 * 1024 * 1024;

@@ -236,7 +236,7 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
           chunks: 0,
           seconds: (performance.now() - t0) / 1000,
         },
-      } as never);
+      });
     } catch (e) {
       await writer.abort().catch(() => {});
       throw e;

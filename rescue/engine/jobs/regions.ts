@@ -7,22 +7,12 @@ import { SliceSource } from '../devices/source.ts';
 import { RescueError } from '../errors.ts';
 import { detectFilesystem, sectorBySector, usedMapOf } from '../filesystems/detect.ts';
 import type { Extent } from '../filesystems/extents.ts';
-import type { WindowPlan } from '../image/index.ts';
+import type { FsIdentity } from '../filesystems/types.ts';
+import type { RegionKind, WindowPlan } from '../image/index.ts';
 import type { PartitionTable } from '../partitions/types.ts';
 
 /** The lead-in (MBR, GPT, the gap after the MBR where GRUB's core.img lives) is copied up to this. */
 export const MAX_LEAD_IN = 16 * 1024 * 1024;
-
-export type RegionKind = 'lead-in' | 'partition' | 'gpt-backup' | 'disk';
-
-export interface RegionFs {
-  type: string;
-  label?: string;
-  uuid?: string;
-  version?: string;
-  blockSize?: number;
-  size?: number;
-}
 
 export interface PlannedRegion {
   id: number;
@@ -33,7 +23,7 @@ export interface PlannedRegion {
   size: number;
   /** Partition number (Linux numbering) for kind 'partition'. */
   partition?: number;
-  fs?: RegionFs;
+  fs?: FsIdentity;
   usedMethod: 'allocation' | 'sector-by-sector';
   reason?: string;
   /** Used byte ranges relative to the region's start. */
@@ -70,13 +60,9 @@ async function analysedRegion(
   signal?: AbortSignal,
 ): Promise<PlannedRegion> {
   const slice = new SliceSource(src, base.start, base.size, `${src.path}@${base.start}`);
-  const id = await detectFilesystem(slice);
-  const fs: RegionFs = { type: id.type };
-  for (const k of ['label', 'uuid', 'version', 'blockSize', 'size'] as const) {
-    if (id[k] !== undefined) (fs as unknown as Record<string, unknown>)[k] = id[k];
-  }
+  const fs = await detectFilesystem(slice);
   if (sectorByRequest) return { ...base, fs, ...whole(base.size, 'sector-by-sector backup was requested') };
-  const map = await usedMapOf(slice, id, signal);
+  const map = await usedMapOf(slice, fs, signal);
   return {
     ...base,
     fs,

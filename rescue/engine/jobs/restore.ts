@@ -15,7 +15,13 @@ import { FileSource } from '../devices/source.ts';
 import { splitDevNumber } from '../devices/sysfs.ts';
 import { RescueError } from '../errors.ts';
 import type { Extent } from '../filesystems/extents.ts';
-import { decodeUsedMap, ImageReader, type IndexEntry } from '../image/index.ts';
+import {
+  decodeUsedMap,
+  ImageReader,
+  type IndexEntry,
+  type ManifestDisk,
+  type ManifestRegion,
+} from '../image/index.ts';
 import { randomGuid } from '../partitions/guid.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { Partition, PartitionTable } from '../partitions/types.ts';
@@ -53,26 +59,8 @@ export interface RestoreResult {
   warnings: string[];
 }
 
-/** What the manifest says about one region (the shape backup.ts writes). */
-export interface ManifestRegion {
-  id: number;
-  kind: 'lead-in' | 'partition' | 'gpt-backup' | 'disk';
-  start: number;
-  size: number;
-  partition?: number;
-  fs?: { type: string; size?: number; label?: string; uuid?: string };
-  usedMethod: 'allocation' | 'sector-by-sector';
-  reason?: string | null;
-  usedBytes: number;
-  usedMap: string;
-}
-
-export interface ManifestDisk {
-  index: number;
-  source: { path: string; size: number; sectorSize: number; model?: string; serial?: string };
-  table: PartitionTable;
-  regions: ManifestRegion[];
-}
+/** A disk of the manifest with its table made explicit (an image may record none). */
+export type RestoreDisk = ManifestDisk & { table: PartitionTable };
 
 interface Target {
   path: string;
@@ -80,11 +68,19 @@ interface Target {
   created: boolean;
 }
 
-export function manifestDisks(reader: ImageReader): ManifestDisk[] {
-  return (reader.manifest as unknown as { disks: ManifestDisk[] }).disks;
+export function manifestDisks(reader: ImageReader): RestoreDisk[] {
+  return reader.manifest.disks.map((d) => ({
+    ...d,
+    table: d.table ?? { kind: 'none', sectorSize: d.source.sectorSize, partitions: [], findings: [] },
+  }));
 }
 
-function pickDisk(reader: ImageReader, req: RestoreRequest): ManifestDisk {
+/** A region's used extents; a region without a used map is used throughout. */
+function usedExtents(r: ManifestRegion): Extent[] {
+  return r.usedMap === undefined ? [{ start: 0, length: r.size }] : decodeUsedMap(r.usedMap, r.size);
+}
+
+function pickDisk(reader: ImageReader, req: RestoreRequest): RestoreDisk {
   const disks = manifestDisks(reader);
   if (req.disk !== undefined) {
     const d = disks.find((x) => x.index === req.disk);
@@ -116,7 +112,7 @@ function pickDisk(reader: ImageReader, req: RestoreRequest): ManifestDisk {
   return disks[0];
 }
 
-function pickPartitionRegion(disk: ManifestDisk, req: RestoreRequest, image: string): ManifestRegion {
+function pickPartitionRegion(disk: RestoreDisk, req: RestoreRequest, image: string): ManifestRegion {
   const parts = disk.regions.filter(
     (r) => r.kind === 'partition' || (r.kind === 'disk' && disk.table.kind === 'none'),
   );
@@ -143,7 +139,7 @@ function pickPartitionRegion(disk: ManifestDisk, req: RestoreRequest, image: str
 
 /** Bytes a region needs at its destination: the filesystem's size, or all of it when copied whole. */
 export function regionNeed(r: ManifestRegion, sectorBySector: boolean): number {
-  if (sectorBySector || r.usedMethod === 'sector-by-sector' || !r.fs?.size) return r.size;
+  if (sectorBySector || r.usedMethod !== 'allocation' || !r.fs?.size) return r.size;
   return Math.min(r.size, r.fs.size);
 }
 
@@ -236,7 +232,7 @@ export async function runRestore(req: RestoreRequest, ctx: JobContext): Promise<
     const disk = pickDisk(reader, req);
     const warnings: string[] = [];
     const partitionMode = req.partition !== undefined || req.targetPartition !== undefined || req.toFree;
-    const kind = (reader.manifest as unknown as { kind: string }).kind;
+    const kind = reader.manifest.kind;
     if (!partitionMode && kind === 'partition') {
       return await restoreRegionToRaw(reader, disk, pickPartitionRegion(disk, req, req.image), req, ctx, t0);
     }
@@ -263,10 +259,13 @@ async function writeRegions(
   const plans = regions.map(({ region, at }) => ({
     region,
     at,
-    extents: decodeUsedMap(region.usedMap, region.size),
+    extents: usedExtents(region),
     entries: reader.entries.filter((e) => e.regionId === region.id),
   }));
-  const total = plans.reduce((n, p) => n + (sectorBySector ? p.region.size : p.region.usedBytes), 0);
+  const total = plans.reduce(
+    (n, p) => n + (sectorBySector ? p.region.size : (p.region.usedBytes ?? p.region.size)),
+    0,
+  );
   const meter = new ProgressMeter(ctx, 'restore', total);
   let written = 0;
   for (const p of plans) {
@@ -346,7 +345,7 @@ export function runsInWindow(extents: readonly Extent[], windowStart: number, wi
 
 async function restoreRegionToRaw(
   reader: ImageReader,
-  _disk: ManifestDisk,
+  _disk: RestoreDisk,
   region: ManifestRegion,
   req: RestoreRequest,
   ctx: JobContext,
@@ -451,7 +450,7 @@ function randomDiskSignature(): string {
 
 async function restoreDisk(
   reader: ImageReader,
-  disk: ManifestDisk,
+  disk: RestoreDisk,
   req: RestoreRequest,
   ctx: JobContext,
   t0: number,
@@ -459,7 +458,7 @@ async function restoreDisk(
 ): Promise<RestoreResult> {
   const sbs = !!req.sectorBySector;
   let table = disk.table;
-  const kind = (reader.manifest as unknown as { kind: string }).kind;
+  const kind = reader.manifest.kind;
   const regions = disk.regions;
   const dataRegions = regions.filter((r) => r.kind === 'partition' || r.kind === 'disk');
   // A system image holds only the system's partitions: the new table lists just those.
@@ -551,7 +550,7 @@ async function restoreDisk(
  */
 async function restoreSystemInPlace(
   reader: ImageReader,
-  disk: ManifestDisk,
+  disk: RestoreDisk,
   target: FileSource,
   ctx: JobContext,
   sbs: boolean,
@@ -624,7 +623,7 @@ export function freeGaps(
 
 async function restoreIntoDisk(
   reader: ImageReader,
-  disk: ManifestDisk,
+  disk: RestoreDisk,
   region: ManifestRegion,
   req: RestoreRequest,
   ctx: JobContext,
