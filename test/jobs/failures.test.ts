@@ -11,8 +11,8 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, type LabDiskPlan, type VolumeMaker } from '../../rescue/cli/lab.ts';
-import { decodeUsedMap, ENTRY_FLAGS, ImageReader } from '../../rescue/engine/image/index.ts';
-import { manifestDisks, runsInWindow } from '../../rescue/engine/jobs/restore.ts';
+import { decodeUsedMap, ENTRY_FLAGS, ImageReader, UsedLayout } from '../../rescue/engine/image/index.ts';
+import { manifestDisks } from '../../rescue/engine/jobs/restore.ts';
 import { type CliResult, imagePath, rescue } from '../fixtures/cli.ts';
 import { LoopLab } from '../fixtures/devices.ts';
 import { makeDisk } from '../fixtures/disks.ts';
@@ -176,9 +176,9 @@ describe('1. a chunk with flipped bytes', () => {
     let goodRuns: { start: number; length: number }[];
     try {
       const part = manifestDisks(reader)[0].regions.find((r) => r.kind === 'partition')!;
-      const extents = decodeUsedMap(part.usedMap!, part.size);
+      const layout = new UsedLayout(decodeUsedMap(part.usedMap!, part.size), part.size);
       const onDisk = (windowStart: number) =>
-        runsInWindow(extents, windowStart, reader.windowSize).map((r) => ({
+        [...layout.pieces(windowStart, windowStart + reader.windowSize)].map((r) => ({
           start: part.start + r.start,
           length: r.length,
         }));

@@ -21,6 +21,7 @@ import {
   type IndexEntry,
   type ManifestDisk,
   type ManifestRegion,
+  UsedLayout,
 } from '../image/index.ts';
 import { randomGuid } from '../partitions/guid.ts';
 import { readPartitionTable } from '../partitions/table.ts';
@@ -259,7 +260,7 @@ async function writeRegions(
   const plans = regions.map(({ region, at }) => ({
     region,
     at,
-    extents: usedExtents(region),
+    layout: new UsedLayout(usedExtents(region), region.size),
     entries: reader.entries.filter((e) => e.regionId === region.id),
   }));
   const total = plans.reduce(
@@ -285,7 +286,7 @@ async function writeRegions(
     const flush = async () => {
       const { entry, data } = pending.shift()!;
       const raw = await data;
-      const runs = runsInWindow(p.extents, entry.windowStart, windowSize);
+      const runs = p.layout.pieces(entry.windowStart, entry.windowStart + windowSize);
       let o = 0;
       for (const r of runs) {
         await zeroFill(r.start);
@@ -322,25 +323,6 @@ async function writeRegions(
   meter.finish();
   await target.sync();
   return written;
-}
-
-/** The used ranges of a region inside the window starting at `windowStart`, in order. */
-export function runsInWindow(extents: readonly Extent[], windowStart: number, windowSize: number): Extent[] {
-  const end = windowStart + windowSize;
-  let lo = 0;
-  let hi = extents.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (extents[mid].start + extents[mid].length <= windowStart) lo = mid + 1;
-    else hi = mid;
-  }
-  const out: Extent[] = [];
-  for (let i = lo; i < extents.length && extents[i].start < end; i++) {
-    const s = Math.max(extents[i].start, windowStart);
-    const e = Math.min(extents[i].start + extents[i].length, end);
-    if (e > s) out.push({ start: s, length: e - s });
-  }
-  return out;
 }
 
 async function restoreRegionToRaw(
