@@ -150,6 +150,29 @@ describe('disk backup and restore', () => {
   });
 });
 
+describe('comments', () => {
+  it('up to 1024 characters are kept and shown; 1025 are refused before anything is read', async () => {
+    const long = 'é'.repeat(1025);
+    const r = await rescue([
+      'backup',
+      'disk',
+      mbr,
+      '--to',
+      dir,
+      '--name',
+      'too-long',
+      '--comment',
+      long,
+      '--yes',
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/\[E_COMMENT_TOO_LONG\]/);
+    await expect(fsp.access(join(dir, 'too-long'))).rejects.toThrow();
+    const img = await backup(['disk', mbr, '--to', dir, '--name', 'commented', '--comment', long.slice(1)]);
+    expect(JSON.parse((await rescue(['info', img, '--json'])).stdout).comment).toBe(long.slice(1));
+  });
+});
+
 describe('sector by sector', () => {
   it('a sector-by-sector disk image restores to a byte-identical disk, and --json streams progress events', async () => {
     const r = await rescue([

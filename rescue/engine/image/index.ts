@@ -7,4 +7,11 @@ export { ImageReader, type ImageReaderOptions } from './reader.ts';
 export * from './types.ts';
 export { decodeUsedMap, encodeUsedMap, UsedLayout, type WindowPlan, windowsOf } from './used-map.ts';
 export { destinationIsFat, isFatMount, VolumeLayout } from './volumes.ts';
-export { type FinishResult, ImageWriter, type ImageWriterOptions, type ManifestInput } from './writer.ts';
+export {
+  type FinishResult,
+  ImageWriter,
+  type ImageWriterOptions,
+  type ManifestInput,
+  validateComment,
+  validateImageName,
+} from './writer.ts';

@@ -129,7 +129,14 @@ function errnoOf(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
 }
 
-function validateName(name: string): void {
+/** Comments are kept up to MAX_COMMENT_CHARS characters (manual 3.7); callers check early with this. */
+export function validateComment(comment: string | undefined): void {
+  if (typeof comment === 'string' && [...comment].length > MAX_COMMENT_CHARS)
+    throw commentTooLong([...comment].length, MAX_COMMENT_CHARS);
+}
+
+/** The image file's base name: one path component, at most MAX_NAME_BYTES of UTF-8. */
+export function validateImageName(name: string): void {
   if (typeof name !== 'string' || name.length === 0) throw nameInvalid(String(name), 'it is empty');
   if (name.includes('/')) throw nameInvalid(name, "it contains '/'");
   if (name.includes('\0')) throw nameInvalid(name, 'it contains a NUL character');
@@ -222,7 +229,7 @@ export class ImageWriter {
    */
   static async create(opts: ImageWriterOptions): Promise<ImageWriter> {
     const hooks = opts[IMAGE_TEST_HOOKS] ?? {};
-    validateName(opts.name);
+    validateImageName(opts.name);
     if (!(opts.compression in COMPRESSION_LEVEL))
       throw optionInvalid('compression', `"${opts.compression}" is not none, normal or high`);
     const windowSize = opts.windowSize ?? DEFAULT_WINDOW_SIZE;
@@ -677,8 +684,7 @@ export class ImageWriter {
   }
 
   private finalManifest(input: ManifestInput): Manifest {
-    if (typeof input?.comment === 'string' && [...input.comment].length > MAX_COMMENT_CHARS)
-      throw commentTooLong([...input.comment].length, MAX_COMMENT_CHARS);
+    validateComment(input?.comment);
     const h = this.header;
     const sequence = input.point?.sequence ?? this.sequence;
     if (sequence === undefined)

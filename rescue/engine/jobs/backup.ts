@@ -14,6 +14,8 @@ import {
   type EncodedChunk,
   encodeUsedMap,
   ImageWriter,
+  validateComment,
+  validateImageName,
   windowsOf,
 } from '../image/index.ts';
 import { readPartitionTable } from '../partitions/table.ts';
@@ -22,7 +24,6 @@ import { type JobContext, ProgressMeter } from './job.ts';
 import { type PlannedRegion, planDiskRegions, readWindow } from './regions.ts';
 import { findSystemPartitions } from './system.ts';
 
-export const MAX_COMMENT_LENGTH = 1024;
 /** Chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
 const IN_FLIGHT = 3;
 
@@ -71,6 +72,8 @@ function defaultName(kind: string, now = new Date()): string {
 }
 
 export function validateTaskName(name: string): void {
+  // It names the image files (the image module's rule) and a folder people browse to.
+  validateImageName(name);
   if (
     !name ||
     name.length > 200 ||
@@ -142,13 +145,7 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
   const warnings: string[] = [];
   if (req.sources.length === 0)
     throw new RescueError('E_NO_SOURCE', 'Nothing to back up', 'Name at least one disk or partition.');
-  if (req.comment !== undefined && [...req.comment].length > MAX_COMMENT_LENGTH) {
-    throw new RescueError(
-      'E_COMMENT_TOO_LONG',
-      `The comment has ${[...req.comment].length} characters; at most ${MAX_COMMENT_LENGTH} are kept`,
-      'Shorten the comment.',
-    );
-  }
+  validateComment(req.comment);
   const name = req.name ?? defaultName(req.kind);
   validateTaskName(name);
   const destRoot = resolve(req.destination);
