@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildLab, type LabDisk } from '../../rescue/cli/lab.ts';
 import type { Inventory } from '../../rescue/engine/devices/inventory.ts';
 import { blkidExport, makeTempDir, run } from '../fixtures/lab.ts';
+import { sfdiskJson } from '../fixtures/partitions.ts';
 
 const CLI = join(import.meta.dirname, '../../rescue/cli/main.ts');
 
@@ -42,18 +43,7 @@ describe('rescue list on image files', () => {
         checkedFs++;
         continue;
       }
-      const sf = JSON.parse((await run('sfdisk', ['--json', disk.path])).stdout).partitiontable as {
-        label: string;
-        sectorsize?: number;
-        partitions: {
-          node: string;
-          start: number;
-          size: number;
-          type: string;
-          uuid?: string;
-          name?: string;
-        }[];
-      };
+      const sf = (await sfdiskJson(disk.path))!;
       expect(disk.table).toBe(sf.label === 'dos' ? 'mbr' : 'gpt');
       const ss = sf.sectorsize ?? 512;
       expect(disk.partitions.map((p) => p.number)).toEqual(
