@@ -67,41 +67,21 @@ describe('ext on damaged metadata', () => {
   });
 
   it('a block bitmap whose checksum is wrong makes its whole group count as used', async () => {
-    const img = join(dir, 'bad-bitmap.img');
-    await fsp.writeFile(img, smallCsum);
-    const layoutOut = (await run('dumpe2fs', [img])).stdout;
-    // Group 1's bitmap: zero it, so the bitmap claims the group is empty.
-    const m = /^Group 1:[\s\S]*?Block bitmap at (\d+)/m.exec(layoutOut);
-    const before = await dumpe2fsUsed(img);
-    const h = await fsp.open(img, 'r+');
-    await h.write(Buffer.alloc(1024), 0, 1024, Number(m![1]) * 1024);
-    await h.close();
-    const src = await FileSource.open(img);
-    const map = await ext.usedMap!(src);
-    await src.close();
+    // Group 1's bitmap zeroed: the bitmap claims the group is empty.
+    const { before, map } = await withZeroedBitmap('bad-bitmap.img', smallCsum, 1);
     expect(map.reason).toMatch(/group\(s\) 1\b/);
     expect(uncovered(before.used, map.extents)).toBe(0);
   });
 
   it('a zeroed bitmap on ext2 (no checksums) disagrees with the free count and keeps its group', async () => {
-    const img = join(dir, 'bad-bitmap2.img');
-    await fsp.writeFile(img, small);
-    const out = (await run('dumpe2fs', [img])).stdout;
-    const m = /^Group 0:[\s\S]*?Block bitmap at (\d+)/m.exec(out);
-    const before = await dumpe2fsUsed(img);
-    const h = await fsp.open(img, 'r+');
-    await h.write(Buffer.alloc(1024), 0, 1024, Number(m![1]) * 1024);
-    await h.close();
-    const src = await FileSource.open(img);
-    const map = await ext.usedMap!(src);
-    await src.close();
+    const { img, bitmapBlock, before, map } = await withZeroedBitmap('bad-bitmap2.img', small, 0);
     expect(map.reason).toMatch(/group\(s\) 0\b/);
     expect(uncovered(before.used, map.extents)).toBe(0);
     // And the copy still checks clean against the original's metadata (restore the bitmap first).
     const copy = `${img}.copy`;
     await copyUsedExtents(img, map.extents, copy, small.length);
     const hc = await fsp.open(copy, 'r+');
-    await hc.write(small, Number(m![1]) * 1024, 1024, Number(m![1]) * 1024);
+    await hc.write(small, bitmapBlock * 1024, 1024, bitmapBlock * 1024);
     await hc.close();
     const fsck = await run('e2fsck', ['-f', '-n', copy], { allowFail: true });
     expect(fsck.code, fsck.stdout).toBe(0);
@@ -113,3 +93,20 @@ describe('ext on damaged metadata', () => {
     await expect(analyse(bytes)).resolves.toBe('refused');
   });
 });
+
+/** Writes `base` to a new image, zeroes the block bitmap of `group` (1 KiB blocks) and maps it. */
+async function withZeroedBitmap(name: string, base: Buffer, group: number) {
+  const img = join(dir, name);
+  await fsp.writeFile(img, base);
+  const out = (await run('dumpe2fs', [img])).stdout;
+  const m = new RegExp(`^Group ${group}:[\\s\\S]*?Block bitmap at (\\d+)`, 'm').exec(out);
+  const bitmapBlock = Number(m![1]);
+  const before = await dumpe2fsUsed(img);
+  const h = await fsp.open(img, 'r+');
+  await h.write(Buffer.alloc(1024), 0, 1024, bitmapBlock * 1024);
+  await h.close();
+  const src = await FileSource.open(img);
+  const map = await ext.usedMap!(src);
+  await src.close();
+  return { img, bitmapBlock, before, map };
+}
