@@ -6,7 +6,6 @@
 import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { deviceUsage } from '../devices/discovery.ts';
-import { inspectDisk } from '../devices/inventory.ts';
 import { type BlockSource, FileSource, SliceSource } from '../devices/source.ts';
 import { isRescueError, RescueError } from '../errors.ts';
 import {
@@ -90,12 +89,22 @@ export function validateTaskName(name: string): void {
   }
 }
 
-/** Refuses sources whose filesystems are mounted read-write: the copy would be torn. */
-async function checkSourceQuiet(
+interface SourceFacts {
+  kind: 'device' | 'image';
+  model?: string;
+  serial?: string;
+  transport?: string;
+}
+
+/**
+ * What the manifest records of a source (model, serial, transport), and the refusal of sources
+ * whose filesystems are mounted read-write: the copy would be torn.
+ */
+async function examineSource(
   path: string,
   partitions: number[] | undefined,
   allowMounted: boolean,
-): Promise<string[]> {
+): Promise<{ problems: string[]; facts: SourceFacts }> {
   const st = await fsp.stat(path);
   const usage = await deviceUsage(path, { exclusiveCheck: false });
   const problems: string[] = [];
@@ -128,7 +137,11 @@ async function checkSourceQuiet(
       { problems },
     );
   }
-  return problems;
+  const device = usage.disk;
+  const facts: SourceFacts = device
+    ? { kind: 'device', model: device.model, serial: device.serial, transport: device.transport }
+    : { kind: 'image' };
+  return { problems, facts };
 }
 
 interface SourceDisk {
@@ -137,7 +150,7 @@ interface SourceDisk {
   src: FileSource;
   table: PartitionTable;
   regions: PlannedRegion[];
-  info: Awaited<ReturnType<typeof inspectDisk>>;
+  facts: SourceFacts;
 }
 
 export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<BackupResult> {
@@ -163,7 +176,8 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
   try {
     let nextRegion = 0;
     for (const [index, spec] of req.sources.entries()) {
-      warnings.push(...(await checkSourceQuiet(spec.path, spec.partitions, !!req.allowMounted)));
+      const { problems, facts } = await examineSource(spec.path, spec.partitions, !!req.allowMounted);
+      warnings.push(...problems);
       const src = await FileSource.open(spec.path);
       const disk: SourceDisk = {
         index,
@@ -171,7 +185,7 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
         src,
         table: await readPartitionTable(src),
         regions: [],
-        info: await inspectDisk(spec.path),
+        facts,
       };
       disks.push(disk);
       let partitions = spec.partitions;
@@ -278,13 +292,13 @@ function manifestDisk(d: SourceDisk) {
     index: d.index,
     source: {
       path: d.spec.path,
-      kind: d.info.kind,
-      model: d.info.model,
-      serial: d.info.serial,
+      kind: d.facts.kind,
+      model: d.facts.model,
+      serial: d.facts.serial,
       size: d.src.size,
       sectorSize: d.table.sectorSize,
       physicalSectorSize: d.src.physicalSectorSize,
-      transport: d.info.transport,
+      transport: d.facts.transport,
     },
     table: d.table,
     regions: d.regions.map((r) => ({
