@@ -19,6 +19,7 @@ import {
   decodeUsedMap,
   ImageReader,
   type IndexEntry,
+  type Manifest,
   type ManifestDisk,
   type ManifestRegion,
   UsedLayout,
@@ -60,6 +61,23 @@ export interface RestoreResult {
   warnings: string[];
 }
 
+/**
+ * What a restore reads from: an opened image point, or (clone) a live source disk presented the
+ * same way — a manifest, one index entry per window that holds used bytes, and verified raw bytes.
+ */
+export interface RestoreSource {
+  readonly manifest: Manifest;
+  readonly entries: IndexEntry[];
+  readonly windowSize: number;
+  /** Files and devices the restore reads from: never a target. */
+  readonly files: string[];
+  /** A short description for messages ("the image …", "the source disk …"). */
+  readonly path: string;
+  readChunk(entry: IndexEntry): Promise<Buffer>;
+  readRegion(regionId: number, offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
 /** A disk of the manifest with its table made explicit (an image may record none). */
 export type RestoreDisk = ManifestDisk & { table: PartitionTable };
 
@@ -69,7 +87,7 @@ interface Target {
   created: boolean;
 }
 
-export function manifestDisks(reader: ImageReader): RestoreDisk[] {
+export function manifestDisks(reader: RestoreSource): RestoreDisk[] {
   return reader.manifest.disks.map((d) => ({
     ...d,
     table: d.table ?? { kind: 'none', sectorSize: d.source.sectorSize, partitions: [], findings: [] },
@@ -81,7 +99,7 @@ function usedExtents(r: ManifestRegion): Extent[] {
   return r.usedMap === undefined ? [{ start: 0, length: r.size }] : decodeUsedMap(r.usedMap, r.size);
 }
 
-function pickDisk(reader: ImageReader, req: RestoreRequest): RestoreDisk {
+function pickDisk(reader: RestoreSource, req: RestoreRequest): RestoreDisk {
   const disks = manifestDisks(reader);
   if (req.disk !== undefined) {
     const d = disks.find((x) => x.index === req.disk);
@@ -179,7 +197,7 @@ async function usingTarget<T>(target: Target, fn: () => Promise<T>): Promise<T> 
 }
 
 /** Every refusal that must come before the first write. */
-async function assertSafeTarget(targetPath: string, reader: ImageReader): Promise<void> {
+async function assertSafeTarget(targetPath: string, reader: RestoreSource): Promise<void> {
   const st = await fsp.stat(targetPath).catch(() => undefined);
   if (!st) return;
   const real = await fsp.realpath(targetPath);
@@ -229,6 +247,19 @@ function tooSmall(target: string, have: number, need: number, what: string): Res
 export async function runRestore(req: RestoreRequest, ctx: JobContext): Promise<RestoreResult> {
   const t0 = performance.now();
   const reader = await ImageReader.open(req.image, { password: req.password });
+  return restoreFrom(reader, req, ctx, t0);
+}
+
+/**
+ * The restore proper, from an opened source (image point or live disk); closes it at the end.
+ * `req.image` names the source in messages.
+ */
+export async function restoreFrom(
+  reader: RestoreSource,
+  req: RestoreRequest,
+  ctx: JobContext,
+  t0 = performance.now(),
+): Promise<RestoreResult> {
   try {
     const disk = pickDisk(reader, req);
     const warnings: string[] = [];
@@ -251,7 +282,7 @@ export async function runRestore(req: RestoreRequest, ctx: JobContext): Promise<
 
 /** Writes the used data of `regions` to `target`, each at `at(region)`; verified chunk by chunk. */
 async function writeRegions(
-  reader: ImageReader,
+  reader: RestoreSource,
   target: FileSource,
   regions: { region: ManifestRegion; at: number }[],
   ctx: JobContext,
@@ -326,7 +357,7 @@ async function writeRegions(
 }
 
 async function restoreRegionToRaw(
-  reader: ImageReader,
+  reader: RestoreSource,
   _disk: RestoreDisk,
   region: ManifestRegion,
   req: RestoreRequest,
@@ -431,7 +462,7 @@ function randomDiskSignature(): string {
 }
 
 async function restoreDisk(
-  reader: ImageReader,
+  reader: RestoreSource,
   disk: RestoreDisk,
   req: RestoreRequest,
   ctx: JobContext,
@@ -531,7 +562,7 @@ async function restoreDisk(
  * system survive. Returns undefined when the layout differs (then the disk is laid out anew).
  */
 async function restoreSystemInPlace(
-  reader: ImageReader,
+  reader: RestoreSource,
   disk: RestoreDisk,
   target: FileSource,
   ctx: JobContext,
@@ -604,7 +635,7 @@ export function freeGaps(
 }
 
 async function restoreIntoDisk(
-  reader: ImageReader,
+  reader: RestoreSource,
   disk: RestoreDisk,
   region: ManifestRegion,
   req: RestoreRequest,
