@@ -5,33 +5,26 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { deviceUsage } from '../devices/discovery.ts';
 import { type BlockSource, FileSource, SliceSource } from '../devices/source.ts';
 import { isRescueError, RescueError } from '../errors.ts';
 import {
   type Compression,
   type EncodedChunk,
-  encodeUsedMap,
   ImageWriter,
   validateComment,
   validateImageName,
   windowsOf,
 } from '../image/index.ts';
 import { readPartitionTable } from '../partitions/table.ts';
-import type { PartitionTable } from '../partitions/types.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
-import { type PlannedRegion, planDiskRegions, readWindow } from './regions.ts';
+import { planDiskRegions, readWindow } from './regions.ts';
+import { type BackupSourceSpec, examineSource, manifestDisk, type SourceDisk } from './sources.ts';
 import { findSystemPartitions } from './system.ts';
 
 /** Chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
 const IN_FLIGHT = 3;
 
-export interface BackupSourceSpec {
-  /** Block device or image file. */
-  path: string;
-  /** Partition numbers (partition backups); undefined = the whole disk. */
-  partitions?: number[];
-}
+export type { BackupSourceSpec } from './sources.ts';
 
 export interface BackupRequest {
   kind: 'disk' | 'partition' | 'system';
@@ -87,70 +80,6 @@ export function validateTaskName(name: string): void {
       'Use 1–200 characters without / or \\, not starting with a dot.',
     );
   }
-}
-
-interface SourceFacts {
-  kind: 'device' | 'image';
-  model?: string;
-  serial?: string;
-  transport?: string;
-}
-
-/**
- * What the manifest records of a source (model, serial, transport), and the refusal of sources
- * whose filesystems are mounted read-write: the copy would be torn.
- */
-async function examineSource(
-  path: string,
-  partitions: number[] | undefined,
-  allowMounted: boolean,
-): Promise<{ problems: string[]; facts: SourceFacts }> {
-  const st = await fsp.stat(path);
-  const usage = await deviceUsage(path, { exclusiveCheck: false });
-  const problems: string[] = [];
-  if (!st.isBlockDevice()) {
-    // An image file is live while a loop device over it is mounted: its filesystem may change.
-    const live = usage.inUseReasons.filter((r) => /mounted/.test(r));
-    problems.push(...live.map((r) => `${path} is ${r}`));
-  }
-  const consider = (
-    what: string,
-    u: { mounts: { mountPoint: string; readOnly: boolean }[]; swap: boolean },
-  ) => {
-    for (const m of u.mounts)
-      if (!m.readOnly) problems.push(`${what} is mounted read-write at ${m.mountPoint}`);
-  };
-  if (usage.kind === 'disk' && usage.disk) {
-    consider(path, usage.disk);
-    for (const p of usage.disk.partitions) {
-      if (!partitions || partitions.includes(p.number)) consider(p.path, p);
-    }
-  } else {
-    consider(path, usage);
-  }
-  if (problems.length > 0 && !allowMounted) {
-    throw new RescueError(
-      'E_SOURCE_MOUNTED',
-      `Cannot back up ${path} consistently: ${problems.join('; ')}`,
-      'Unmount it (or remount it read-only) first — from the rescue system nothing needs to be mounted. ' +
-        'To take the risk of a torn copy anyway, pass --allow-mounted.',
-      { problems },
-    );
-  }
-  const device = usage.disk;
-  const facts: SourceFacts = device
-    ? { kind: 'device', model: device.model, serial: device.serial, transport: device.transport }
-    : { kind: 'image' };
-  return { problems, facts };
-}
-
-interface SourceDisk {
-  index: number;
-  spec: BackupSourceSpec;
-  src: FileSource;
-  table: PartitionTable;
-  regions: PlannedRegion[];
-  facts: SourceFacts;
 }
 
 export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<BackupResult> {
@@ -285,35 +214,6 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
   } finally {
     for (const d of disks) await d.src.close().catch(() => {});
   }
-}
-
-function manifestDisk(d: SourceDisk) {
-  return {
-    index: d.index,
-    source: {
-      path: d.spec.path,
-      kind: d.facts.kind,
-      model: d.facts.model,
-      serial: d.facts.serial,
-      size: d.src.size,
-      sectorSize: d.table.sectorSize,
-      physicalSectorSize: d.src.physicalSectorSize,
-      transport: d.facts.transport,
-    },
-    table: d.table,
-    regions: d.regions.map((r) => ({
-      id: r.id,
-      kind: r.kind,
-      start: r.start,
-      size: r.size,
-      ...(r.partition !== undefined ? { partition: r.partition } : {}),
-      ...(r.fs ? { fs: r.fs } : {}),
-      usedMethod: r.usedMethod,
-      reason: r.reason ?? null,
-      usedBytes: r.usedBytes,
-      usedMap: encodeUsedMap(r.extents),
-    })),
-  };
 }
 
 /**
