@@ -37,6 +37,14 @@ export function parseDiskPartition(text: string): { disk: string; partition?: nu
   return { disk: m[1], partition: Number(m[2]) };
 }
 
+/** --point N | latest */
+export function pointOption(text: string | undefined): number | 'latest' | undefined {
+  if (text === undefined || text === 'latest') return text;
+  if (!/^[1-9]\d*$/.test(text))
+    throw new UsageError('--point takes a point number (see `rescue info`) or "latest"');
+  return Number(text);
+}
+
 /** The password is the file's content without one trailing newline. */
 export async function readPasswordFile(path: string): Promise<string> {
   let text: string;

@@ -17,10 +17,12 @@ Usage:
   rescue backup system DISK --to DIR [options] --yes
       options: --name N  --compress none|normal|high  --password-file F  --split SIZE
                --sector-by-sector  --comment TEXT  --check  --no-folder  --json
-  rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--partition N] [--disk N]
+  rescue backup incremental|differential IMAGE [--source DISK]… [--force] --yes
+      a new point of IMAGE's backup chain: only what changed since the last point / the full
+  rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--point N|latest] [--partition N] [--disk N]
                [--password-file F] [--sector-by-sector] [--table mbr] --yes
-  rescue check IMAGE [--password-file F] [--json]   exit 0 only when intact
-  rescue info IMAGE [--json] [--password-file F]
+  rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
+  rescue info IMAGE [--point N] [--json] [--password-file F]
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text

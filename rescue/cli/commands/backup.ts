@@ -1,5 +1,6 @@
 /**
  * rescue backup disk SRC… | partition DISK:N… | system DISK  --to DIR [options] --yes
+ * rescue backup incremental|differential IMAGE [--source DISK]… [--force] --yes
  * stdout's last line is the path of the image's first file; progress goes to stderr.
  */
 import { type BackupRequest, type BackupSourceSpec, runBackup } from '../../engine/jobs/backup.ts';
@@ -24,10 +25,71 @@ const OPTIONS = {
   no: { type: 'boolean' },
 } as const;
 
+const POINT_OPTIONS = {
+  source: { type: 'string', multiple: true },
+  force: { type: 'boolean' },
+  'password-file': { type: 'string' },
+  comment: { type: 'string' },
+  check: { type: 'boolean' },
+  'allow-mounted': { type: 'boolean' },
+  json: { type: 'boolean' },
+  yes: { type: 'boolean' },
+  no: { type: 'boolean' },
+} as const;
+
+async function pointBackupCommand(
+  type: 'incremental' | 'differential',
+  argv: string[],
+  signal: AbortSignal,
+): Promise<number> {
+  const parsed = parseCommand(argv, POINT_OPTIONS);
+  const v = parsed.values;
+  if (parsed.positionals.length !== 1)
+    throw new UsageError(`rescue backup ${type} takes one IMAGE (any file of the backup chain)`);
+  if (v.no) {
+    process.stderr.write('rescue: backup not started (--no)\n');
+    return 3;
+  }
+  const { runPointBackup } = await import('../../engine/jobs/point-backup.ts');
+  const reporter = createReporter({ json: !!v.json, signal });
+  try {
+    const r = await runPointBackup(
+      {
+        type,
+        image: parsed.positionals[0],
+        sources: v.source,
+        force: !!v.force,
+        password: v['password-file'] ? await readPasswordFile(v['password-file']) : undefined,
+        comment: v.comment,
+        check: !!v.check,
+        allowMounted: !!v['allow-mounted'],
+        tool: TOOL,
+      },
+      reporter,
+    );
+    reporter.close();
+    if (v.json) {
+      process.stderr.write(`${JSON.stringify({ ...r, pointType: r.type, type: 'done' })}\n`);
+    } else {
+      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write(
+        `Point ${r.sequence} (${type}, on top of point ${r.base.sequence}): ${formatBytes(r.changedBytes)} changed of ${formatBytes(r.usedBytes)}, stored in ${formatBytes(r.storedBytes)}; ${r.seconds.toFixed(1)} s\n`,
+      );
+    }
+    process.stdout.write(`${r.firstFile}\n`);
+    return 0;
+  } finally {
+    reporter.close();
+  }
+}
+
 export async function backupCommand(argv: string[], signal: AbortSignal): Promise<number> {
   const [kind, ...rest] = argv;
+  if (kind === 'incremental' || kind === 'differential') return pointBackupCommand(kind, rest, signal);
   if (kind !== 'disk' && kind !== 'partition' && kind !== 'system') {
-    throw new UsageError('say what to back up: rescue backup disk|partition|system …');
+    throw new UsageError(
+      'say what to back up: rescue backup disk|partition|system|incremental|differential …',
+    );
   }
   const parsed = parseCommand(rest, OPTIONS);
   const v = parsed.values;

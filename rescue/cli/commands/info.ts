@@ -1,25 +1,59 @@
-/** rescue info IMAGE [--json] [--password-file F] — like `AMBackup /l /s image`. */
-import { ImageReader } from '../../engine/image/index.ts';
+/**
+ * rescue info IMAGE [--point N|latest] [--json] [--password-file F] — like `AMBackup /l /s image`:
+ * the point's disks, partitions and options, and its backup chain with every point's time, type,
+ * file and whether it can be restored.
+ */
+import { statSync } from 'node:fs';
+import { BackupChain, type ChainPoint } from '../../engine/image/index.ts';
 import { manifestDisks, type RestoreDisk } from '../../engine/jobs/restore.ts';
-import { parseCommand, readPasswordFile } from '../args.ts';
+import { parseCommand, pointOption, readPasswordFile } from '../args.ts';
 import { formatBytes, UsageError } from '../output.ts';
+
+function fileBytes(p: ChainPoint): number | null {
+  if (!p.reader) return null;
+  return p.reader.files.reduce((n, f) => n + (statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0);
+}
+
+function chainRows(chain: BackupChain) {
+  return chain.points.map((p: ChainPoint) => {
+    const s = chain.status(p);
+    return {
+      sequence: p.sequence,
+      type: p.type,
+      created: p.created,
+      file: p.path,
+      id: p.id,
+      parent: p.parent,
+      fileBytes: fileBytes(p),
+      usable: s.usable,
+      why: s.why ?? null,
+      needs: s.needs.map((id) => chain.point(id)?.sequence ?? id),
+    };
+  });
+}
 
 export async function infoCommand(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, {
     json: { type: 'boolean' },
+    point: { type: 'string' },
     'password-file': { type: 'string' },
   } as const);
   if (parsed.positionals.length !== 1) throw new UsageError('rescue info takes one IMAGE');
   const password = parsed.values['password-file']
     ? await readPasswordFile(parsed.values['password-file'])
     : undefined;
-  const reader = await ImageReader.open(parsed.positionals[0], { password });
+  const chain = await BackupChain.open(parsed.positionals[0], { password });
   try {
+    const which = pointOption(parsed.values.point);
+    const point = chain.find(which);
+    if (!point.reader) throw point.damage!;
+    const reader = point.reader;
     const m = reader.manifest;
     const disks = manifestDisks(reader);
+    const rows = chainRows(chain);
     if (parsed.values.json) {
       process.stdout.write(
-        `${JSON.stringify({ image: parsed.positionals[0], files: reader.files, ...m }, null, 2)}\n`,
+        `${JSON.stringify({ image: parsed.positionals[0], files: reader.files, ...m, chain: rows, missing: chain.missing }, null, 2)}\n`,
       );
       return 0;
     }
@@ -33,13 +67,28 @@ export async function infoCommand(argv: string[]): Promise<number> {
     if (m.comment) lines.push(`Comment:  ${m.comment}`);
     if (m.stats)
       lines.push(
-        `Data:     ${formatBytes(m.stats.usedBytes ?? 0)} stored in ${formatBytes(m.stats.storedBytes ?? 0)}`,
+        m.point.type === 'full'
+          ? `Data:     ${formatBytes(m.stats.usedBytes ?? 0)} stored in ${formatBytes(m.stats.storedBytes ?? 0)}`
+          : `Data:     ${formatBytes(m.stats.usedBytes ?? 0)}; this point stores the changed part in ${formatBytes(m.stats.storedBytes ?? 0)}, the rest is kept in earlier points`,
       );
+    if (chain.points.length > 1 || chain.missing.length > 0) {
+      lines.push('', 'Backup chain:');
+      for (const r of rows) {
+        const when = r.created.replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+        const size = r.fileBytes !== null ? formatBytes(r.fileBytes) : '?';
+        const state = r.usable ? 'restorable' : `NOT restorable: ${r.why}`;
+        lines.push(
+          `  ${r.sequence === m.point.sequence ? '*' : ' '} ${String(r.sequence).padStart(2)}  ${r.type.padEnd(12)} ${when}  ${size.padStart(9)}  ${r.file}  ${state}`,
+        );
+      }
+      for (const x of chain.missing)
+        lines.push(`     ?  MISSING      point ${x.id}, which ${x.parentOf.length} later point(s) build on`);
+    }
     for (const d of disks) lines.push('', ...renderDisk(d));
     process.stdout.write(`${lines.join('\n')}\n`);
     return 0;
   } finally {
-    await reader.close();
+    await chain.close();
   }
 }
 

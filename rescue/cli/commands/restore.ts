@@ -1,11 +1,11 @@
 /**
- * rescue restore IMAGE --to TARGET | --to DISK:M | --to-free DISK  [--partition N] [--disk N]
+ * rescue restore IMAGE --to TARGET | --to DISK:M | --to-free DISK  [--point N|latest] [--partition N] [--disk N]
  *   [--password-file F] [--sector-by-sector] [--table mbr] --yes
  */
 import { stat } from 'node:fs/promises';
 import { inventory } from '../../engine/devices/inventory.ts';
 import { type RestoreRequest, runRestore } from '../../engine/jobs/restore.ts';
-import { parseCommand, parseDiskPartition, readPasswordFile } from '../args.ts';
+import { parseCommand, parseDiskPartition, pointOption, readPasswordFile } from '../args.ts';
 import { confirmTyped } from '../confirm.ts';
 import { formatBytes, UsageError } from '../output.ts';
 import { createReporter } from '../progress.ts';
@@ -15,6 +15,7 @@ const OPTIONS = {
   'to-free': { type: 'string' },
   partition: { type: 'string' },
   disk: { type: 'string' },
+  point: { type: 'string' },
   'password-file': { type: 'string' },
   'sector-by-sector': { type: 'boolean' },
   table: { type: 'string' },
@@ -30,7 +31,7 @@ function intOption(text: string | undefined, what: string): number | undefined {
 }
 
 /** What is on the target now, in words, so the person knows exactly what will be overwritten. */
-async function describeTarget(path: string, partition?: number): Promise<string> {
+export async function describeTarget(path: string, partition?: number): Promise<string> {
   const st = await stat(path).catch(() => undefined);
   if (!st) return `${path}: a new image file will be created`;
   try {
@@ -72,6 +73,7 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
     target: '',
     partition: intOption(v.partition, '--partition'),
     disk: intOption(v.disk, '--disk'),
+    point: pointOption(v.point),
     password: v['password-file'] ? await readPasswordFile(v['password-file']) : undefined,
     sectorBySector: !!v['sector-by-sector'],
     tableKind: v.table as RestoreRequest['tableKind'],

@@ -167,8 +167,14 @@ export class ChunkCodec {
   /**
    * Raw used bytes of one window → what goes into the stream. The payload may share memory with
    * `raw` (stored raw, unencrypted): do not modify `raw` until the chunk has been written.
+   * `knownSha256`: the caller already hashed `raw` (incremental backups hash before deciding).
    */
-  async encode(regionId: number, windowStart: number, raw: Buffer): Promise<EncodedChunk> {
+  async encode(
+    regionId: number,
+    windowStart: number,
+    raw: Buffer,
+    knownSha256?: Buffer,
+  ): Promise<EncodedChunk> {
     if (!Number.isInteger(regionId) || regionId < 0 || regionId >= MAX_U32)
       throw internal(`encode: region id ${regionId} out of range`);
     if (!Number.isSafeInteger(windowStart) || windowStart < 0)
@@ -190,13 +196,20 @@ export class ChunkCodec {
     let stored: Buffer = raw;
     if (this.level > 0 && rawLength >= MIN_COMPRESS_BYTES) {
       const framePromise = compressAsync(raw, zstdOptions(this.level, rawLength)).catch(() => null);
-      const [hash, frame] = await Promise.all([sha256Async(raw), framePromise]);
+      const [hash, frame] = await Promise.all([knownSha256 ?? sha256Async(raw), framePromise]);
       if (frame && frame.length < rawLength) stored = frame;
       else flags |= ENTRY_FLAGS.STORED_RAW;
       return this.finishEncode(regionId, windowStart, rawLength, flags, hash, stored);
     }
     flags |= ENTRY_FLAGS.STORED_RAW;
-    return this.finishEncode(regionId, windowStart, rawLength, flags, await sha256Async(raw), stored);
+    return this.finishEncode(
+      regionId,
+      windowStart,
+      rawLength,
+      flags,
+      knownSha256 ?? (await sha256Async(raw)),
+      stored,
+    );
   }
 
   private finishEncode(

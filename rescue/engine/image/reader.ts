@@ -71,6 +71,8 @@ export interface ImageReaderOptions {
    * references (flag OTHER_POINT). Without it such chunks throw E_POINT_REQUIRED.
    */
   resolvePoint?: (pointId: string) => Promise<ImageReader>;
+  /** Called when the reader is closed (a chain closes the earlier points it opened). */
+  onClose?: () => Promise<void>;
 }
 
 /** What a tolerant open (used by checkImage) could not verify. */
@@ -208,6 +210,24 @@ class VolumeFiles {
 }
 
 /** Finds the first volume from any volume file; also says which volume the named file claims to be. */
+/**
+ * The first volume's path and the image header of any volume file, without the password and without
+ * reading the rest (chain discovery). Throws like open() for a file that is no finished image.
+ */
+export async function readImageHeader(path: string): Promise<{ path: string; header: ImageHeader }> {
+  const { base } = await locate(path);
+  let head: Buffer;
+  try {
+    head = await readHead(base, HEADER.SIZE);
+  } catch (e) {
+    throw imageRead(base, base, 0, (e as Error).message);
+  }
+  const header = parseHeader(head, base);
+  if (header.totalLength === 0 || header.volumeCount === 0)
+    throw imageIncomplete(base, 'its header was never finalised (the backup did not finish)');
+  return { path: base, header };
+}
+
 async function locate(path: string): Promise<{ base: string; volume: number }> {
   const st = await statOrNull(path);
   if (!st) {
@@ -257,6 +277,7 @@ export class ImageReader {
   private readonly byRegion = new Map<number, { from: number; to: number }>();
   private readonly cache = new Map<number, Promise<Buffer>>();
   private readonly resolvePoint: ImageReaderOptions['resolvePoint'];
+  private readonly onClose: ImageReaderOptions['onClose'];
 
   private constructor(init: {
     path: string;
@@ -269,6 +290,7 @@ export class ImageReader {
     regions: Map<number, RegionInfo>;
     damage: OpenDamage;
     resolvePoint: ImageReaderOptions['resolvePoint'];
+    onClose?: ImageReaderOptions['onClose'];
   }) {
     this.path = init.path;
     this.header = init.header;
@@ -281,6 +303,7 @@ export class ImageReader {
     this.regions = init.regions;
     this.damage = init.damage;
     this.resolvePoint = init.resolvePoint;
+    this.onClose = init.onClose;
     for (let i = 0; i < this.entries.length; i++) {
       const r = this.entries[i].regionId;
       const span = this.byRegion.get(r);
@@ -441,6 +464,7 @@ export class ImageReader {
       regions,
       damage,
       resolvePoint: opts.resolvePoint,
+      onClose: opts.onClose,
     });
   }
 
@@ -493,7 +517,20 @@ export class ImageReader {
       if (!this.resolvePoint) throw pointRequired(ctx, entry.pointId);
       const other = await this.resolvePoint(entry.pointId);
       if (other.header.imageId.toString('hex') !== entry.pointId) throw pointRequired(ctx, entry.pointId);
-      return other.readChunkChecked({ ...entry, pointId: '', flags: entry.flags & ~ENTRY_FLAGS.OTHER_POINT });
+      // The holder must list this very chunk: same window, payload, length and sha256.
+      const own = { ...entry, pointId: '', flags: entry.flags & ~ENTRY_FLAGS.OTHER_POINT };
+      const i = other.chunkNumber(own);
+      const held = i >= 0 ? other.entries[i] : undefined;
+      if (
+        !held ||
+        held.flags !== own.flags ||
+        held.payloadOffset !== own.payloadOffset ||
+        held.storedLength !== own.storedLength ||
+        held.rawLength !== own.rawLength ||
+        !held.sha256.equals(own.sha256)
+      )
+        throw chunkCorrupt(ctx, `the point ${entry.pointId} it refers to holds no such chunk`);
+      return other.readChunkChecked(own);
     }
     if (entry.flags & ENTRY_FLAGS.ZERO)
       return { raw: await this.codec.decode(entry, Buffer.alloc(0), ctx), recordProblem: null };
@@ -580,6 +617,7 @@ export class ImageReader {
   async close(): Promise<void> {
     this.cache.clear();
     await this.volumes.close();
+    await this.onClose?.();
   }
 }
 

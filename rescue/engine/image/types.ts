@@ -290,6 +290,11 @@ export interface CheckPointReport {
   type: PointType | 'unknown';
   ok: boolean;
   problems: CheckProblem[];
+  /** Chain checks: the point's number, file, and whether it can be restored (and why not). */
+  sequence?: number;
+  file?: string;
+  usable?: boolean;
+  why?: string;
 }
 
 export interface CheckReport {
@@ -300,4 +305,6 @@ export interface CheckReport {
   chunks: number;
   /** Stored bytes read and verified. */
   bytes: number;
+  /** Chain checks: points named as parents whose files are not there. */
+  missing?: { id: string; parentOf: string[] }[];
 }

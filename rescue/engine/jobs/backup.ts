@@ -11,6 +11,9 @@ import {
   type Compression,
   type EncodedChunk,
   ImageWriter,
+  type IndexEntry,
+  isAllZero,
+  sha256Async,
   validateComment,
   validateImageName,
   windowsOf,
@@ -217,20 +220,44 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
 }
 
 /**
+ * Incremental and differential points: the index entry of an earlier point that holds exactly
+ * these raw bytes for this window (to be referenced instead of stored), or undefined.
+ */
+export type ReuseLookup = (
+  regionId: number,
+  windowStart: number,
+  rawLength: number,
+  sha256: Buffer,
+) => IndexEntry | undefined;
+
+type Encoded = { chunk: EncodedChunk; rawLength: number } | { reference: IndexEntry; rawLength: number };
+
+/**
  * Reads windows in order, encodes up to IN_FLIGHT of them concurrently (zstd and AES run in the
  * thread pool), and appends the results strictly in order.
  */
-async function copyRegions(
+export async function copyRegions(
   disks: SourceDisk[],
   writer: ImageWriter,
   meter: ProgressMeter,
   signal: AbortSignal,
+  reuse?: ReuseLookup,
 ): Promise<void> {
-  const pending: Promise<EncodedChunk>[] = [];
+  const pending: Promise<Encoded>[] = [];
   const drainOne = async () => {
-    const chunk = await pending.shift()!;
-    await writer.append(chunk);
-    meter.add(chunk.rawLength);
+    const item = await pending.shift()!;
+    if ('chunk' in item) await writer.append(item.chunk);
+    else await writer.appendReference(item.reference);
+    meter.add(item.rawLength);
+  };
+  const encode = async (regionId: number, windowStart: number, raw: Buffer): Promise<Encoded> => {
+    if (reuse && !isAllZero(raw)) {
+      const sha256 = await sha256Async(raw);
+      const reference = reuse(regionId, windowStart, raw.length, sha256);
+      if (reference) return { reference, rawLength: raw.length };
+      return { chunk: await writer.codec.encode(regionId, windowStart, raw, sha256), rawLength: raw.length };
+    }
+    return { chunk: await writer.codec.encode(regionId, windowStart, raw), rawLength: raw.length };
   };
   try {
     for (const d of disks) {
@@ -251,7 +278,7 @@ async function copyRegions(
             }
             throw e;
           });
-          const encoded = writer.codec.encode(r.id, w.windowStart, raw);
+          const encoded = encode(r.id, w.windowStart, raw);
           // Observed now, awaited in order later: a failure must not surface as an unhandled rejection.
           encoded.catch(() => {});
           pending.push(encoded);

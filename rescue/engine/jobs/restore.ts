@@ -16,8 +16,9 @@ import { splitDevNumber } from '../devices/sysfs.ts';
 import { RescueError } from '../errors.ts';
 import type { Extent } from '../filesystems/extents.ts';
 import {
+  BackupChain,
+  type ChainPoint,
   decodeUsedMap,
-  ImageReader,
   type IndexEntry,
   type Manifest,
   type ManifestDisk,
@@ -36,6 +37,8 @@ const MiB = 1024 * 1024;
 export interface RestoreRequest {
   image: string;
   password?: string;
+  /** Which point of the image's backup chain: its number, 'latest', or (undefined) the image's own. */
+  point?: number | 'latest';
   /** Disk, partition device or image file. */
   target: string;
   /** Restore into this partition of `target` (DISK:M). */
@@ -246,8 +249,37 @@ function tooSmall(target: string, have: number, need: number, what: string): Res
 
 export async function runRestore(req: RestoreRequest, ctx: JobContext): Promise<RestoreResult> {
   const t0 = performance.now();
-  const reader = await ImageReader.open(req.image, { password: req.password });
-  return restoreFrom(reader, req, ctx, t0);
+  return restoreFrom(await openPointSource(req.image, req.password, req.point), req, ctx, t0);
+}
+
+/**
+ * The point of a backup chain to restore (default: the point of the file named) as a RestoreSource
+ * that reads the chunks it keeps in earlier points; its `files` are every file it needs.
+ */
+export async function openPointSource(
+  image: string,
+  password: string | undefined,
+  point?: number | 'latest',
+): Promise<RestoreSource & { point: ChainPoint }> {
+  const chain = await BackupChain.open(image, { password });
+  try {
+    const p = chain.select(point);
+    const r = p.reader;
+    return {
+      point: p,
+      manifest: r.manifest,
+      entries: r.entries,
+      windowSize: r.windowSize,
+      files: chain.filesOf(p),
+      path: r.path,
+      readChunk: (e) => r.readChunk(e),
+      readRegion: (id, offset, length) => r.readRegion(id, offset, length),
+      close: () => chain.close(),
+    };
+  } catch (e) {
+    await chain.close();
+    throw e;
+  }
 }
 
 /**

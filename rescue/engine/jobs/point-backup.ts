@@ -1,0 +1,282 @@
+/**
+ * Incremental and differential backups (manual 2.9): a new point of an existing chain that stores
+ * only the windows whose data changed — since the last point (incremental) or since the full
+ * (differential) — and refers to the earlier point for every window that did not. The source is
+ * found from the chain's manifest (or --source) and recognised by its identity.
+ */
+import { promises as fsp } from 'node:fs';
+import { basename } from 'node:path';
+import { FileSource } from '../devices/source.ts';
+import { RescueError } from '../errors.ts';
+import {
+  BackupChain,
+  type ChainPoint,
+  ENTRY_FLAGS,
+  IMAGE_EXTENSION,
+  type ImageReader,
+  type IndexEntry,
+  type ManifestDisk,
+  validateComment,
+} from '../image/index.ts';
+import { ImageWriter } from '../image/writer.ts';
+import { readPartitionTable } from '../partitions/table.ts';
+import type { PartitionTable } from '../partitions/types.ts';
+import { type BackupResult, copyRegions, type ReuseLookup } from './backup.ts';
+import { type JobContext, ProgressMeter } from './job.ts';
+import { type PlannedRegion, planDiskRegions } from './regions.ts';
+import { examineSource, manifestDisk, type SourceDisk } from './sources.ts';
+
+export interface PointBackupRequest {
+  type: 'incremental' | 'differential';
+  /** Any file of the chain. */
+  image: string;
+  /** Source disks in the order of the image's disks, when their paths changed. */
+  sources?: string[];
+  password?: string;
+  /** Back up a disk that does not look like the chain's source anyway. */
+  force?: boolean;
+  comment?: string;
+  check?: boolean;
+  allowMounted?: boolean;
+  tool: string;
+}
+
+export interface PointBackupResult extends BackupResult {
+  type: 'incremental' | 'differential';
+  sequence: number;
+  /** The point it builds on. */
+  base: { sequence: number; type: string; path: string };
+  /** Used bytes found unchanged and referenced instead of stored. */
+  unchangedBytes: number;
+  /** Used bytes stored in this point. */
+  changedBytes: number;
+}
+
+/** "NAME-3-incremental" for the third point of the chain whose full is NAME.rimg. */
+export function pointFileBase(fullPath: string, sequence: number, type: string): string {
+  return `${basename(fullPath, IMAGE_EXTENSION)}-${sequence}-${type}`;
+}
+
+/** What differs between the chain's disk and the disk about to be backed up, in words. */
+export function identityProblems(
+  recorded: ManifestDisk,
+  table: PartitionTable,
+  facts: { serial?: string },
+  regions: PlannedRegion[],
+): string[] {
+  const out: string[] = [];
+  const was = recorded.source;
+  if (was.serial && facts.serial && was.serial !== facts.serial)
+    out.push(`its serial number is ${facts.serial}, the chain's disk had ${was.serial}`);
+  const rt = recorded.table;
+  if (rt && rt.kind !== table.kind)
+    out.push(
+      `it has a ${table.kind.toUpperCase()} partition table, the chain's disk had ${rt.kind.toUpperCase()}`,
+    );
+  else if (rt?.diskId && table.diskId && rt.diskId.toLowerCase() !== table.diskId.toLowerCase())
+    out.push(`its disk identifier is ${table.diskId}, the chain's disk had ${rt.diskId}`);
+  for (const r of recorded.regions) {
+    if (r.kind !== 'partition') continue;
+    const now = regions.find((x) => x.kind === 'partition' && x.partition === r.partition);
+    if (!now) {
+      out.push(`it has no partition ${r.partition}`);
+      continue;
+    }
+    const oldUuid = r.fs?.uuid;
+    const newUuid = now.fs?.uuid;
+    if (oldUuid && newUuid && oldUuid.toLowerCase() !== newUuid.toLowerCase())
+      out.push(
+        `partition ${r.partition} holds the ${now.fs?.type} filesystem ${newUuid}, the chain's had ${oldUuid}`,
+      );
+    else if (r.fs?.type && now.fs?.type && r.fs.type !== now.fs.type)
+      out.push(`partition ${r.partition} holds ${now.fs.type}, the chain's held ${r.fs.type}`);
+  }
+  return out;
+}
+
+function baseOf(chain: BackupChain, type: PointBackupRequest['type']): ChainPoint & { reader: ImageReader } {
+  const base = type === 'differential' ? chain.full : chain.latest;
+  if (!base) {
+    throw new RescueError(
+      'E_POINT_UNUSABLE',
+      `The backup chain of ${chain.named.path} has no full backup`,
+      'Make a new full backup (`rescue backup disk|partition|system`).',
+    );
+  }
+  const s = chain.status(base);
+  if (!s.usable || !base.reader) {
+    throw new RescueError(
+      'E_POINT_UNUSABLE',
+      `A ${type} backup builds on point ${base.sequence} (${base.type}) of ${basename(chain.named.path)}, which cannot be used: ${s.why}`,
+      'Make a new full backup instead, or put the missing files of the chain back in the folder.',
+    );
+  }
+  return base as ChainPoint & { reader: ImageReader };
+}
+
+export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): Promise<PointBackupResult> {
+  const t0 = performance.now();
+  validateComment(req.comment);
+  const chain = await BackupChain.open(req.image, { password: req.password });
+  const disks: SourceDisk[] = [];
+  try {
+    const base = baseOf(chain, req.type);
+    const m = base.reader.manifest;
+    const full = chain.full!;
+    if (req.sources && req.sources.length > m.disks.length) {
+      throw new RescueError(
+        'E_BAD_SOURCE',
+        `The chain's images hold ${m.disks.length} disk(s); ${req.sources.length} sources were given`,
+        'Give one --source per disk of the image, in the order `rescue info` lists them.',
+      );
+    }
+    const warnings: string[] = [];
+    ctx.emit({
+      type: 'phase',
+      phase: 'analyse',
+      message: `${req.type} backup on top of point ${base.sequence} (${base.type}): reading the source`,
+    });
+    let nextRegion = 0;
+    for (const [index, recorded] of m.disks.entries()) {
+      const path = req.sources?.[index] ?? recorded.source.path;
+      if (!(await fsp.stat(path).catch(() => undefined))) {
+        throw new RescueError(
+          'E_SOURCE_NOT_FOUND',
+          `The chain's source disk ${path} is not there`,
+          'If the disk has another name now, give it with --source DISK (`rescue list` shows the disks).',
+        );
+      }
+      const partitions =
+        m.kind === 'disk'
+          ? undefined
+          : recorded.regions.filter((r) => r.kind === 'partition').map((r) => r.partition!);
+      const { problems, facts } = await examineSource(path, partitions, !!req.allowMounted);
+      warnings.push(...problems);
+      const src = await FileSource.open(path);
+      const disk: SourceDisk = {
+        index,
+        spec: { path, partitions },
+        src,
+        table: await readPartitionTable(src),
+        regions: [],
+        facts,
+      };
+      disks.push(disk);
+      disk.regions = await planDiskRegions(src, disk.table, {
+        diskIndex: index,
+        firstRegionId: nextRegion,
+        partitions,
+        sectorBySector: m.options.sectorBySector,
+        layout: m.kind !== 'partition',
+        signal: ctx.signal,
+      });
+      nextRegion += disk.regions.length;
+      const differs = identityProblems(recorded, disk.table, facts, disk.regions);
+      if (differs.length > 0) {
+        if (!req.force) {
+          throw new RescueError(
+            'E_SOURCE_MISMATCH',
+            `${path} does not look like the disk this backup chain was made of: ${differs.join('; ')}`,
+            'Give the right disk with --source DISK, or make a new full backup of this one. (--force adds it to the chain anyway; only the changed data is stored either way.)',
+            { differences: differs },
+          );
+        }
+        warnings.push(...differs.map((d) => `${path}: ${d} (forced)`));
+      }
+    }
+
+    const sequence = chain.latest.sequence + 1;
+    const writer = await ImageWriter.create({
+      dir: chain.dir,
+      name: pointFileBase(full.path, sequence, req.type),
+      compression: m.options.compression,
+      password: req.password,
+      splitBytes: m.options.split ?? undefined,
+      windowSize: m.options.window,
+      point: {
+        type: req.type,
+        parentId: Buffer.from(base.id, 'hex'),
+        chainId: Buffer.from(chain.chainId, 'hex'),
+        sequence,
+      },
+      tool: req.tool,
+    });
+    const regions = disks.flatMap((d) => d.regions);
+    const total = regions.reduce((n, r) => n + r.usedBytes, 0);
+    const known = new Map<string, IndexEntry>();
+    for (const e of base.reader.entries) {
+      if (!(e.flags & ENTRY_FLAGS.ZERO)) known.set(`${e.regionId}:${e.windowStart}`, e);
+    }
+    let unchangedBytes = 0;
+    const reuse: ReuseLookup = (regionId, windowStart, rawLength, sha256) => {
+      const e = known.get(`${regionId}:${windowStart}`);
+      if (!e || e.rawLength !== rawLength || !e.sha256.equals(sha256)) return undefined;
+      unchangedBytes += rawLength;
+      return { ...e, flags: e.flags | ENTRY_FLAGS.OTHER_POINT, pointId: e.pointId || base.id };
+    };
+    let finished: Awaited<ReturnType<ImageWriter['finish']>>;
+    try {
+      ctx.emit({
+        type: 'phase',
+        phase: 'backup',
+        message: `Comparing ${total} bytes with point ${base.sequence}`,
+      });
+      const meter = new ProgressMeter(ctx, 'backup', total);
+      await copyRegions(disks, writer, meter, ctx.signal, reuse);
+      meter.finish();
+      ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
+      finished = await writer.finish({
+        format: 1,
+        tool: req.tool,
+        created: new Date().toISOString(),
+        kind: m.kind,
+        name: m.name,
+        comment: req.comment ?? '',
+        options: { sectorBySector: m.options.sectorBySector },
+        disks: disks.map((d) => manifestDisk(d)),
+        stats: {
+          usedBytes: total,
+          storedBytes: writer.bytesWritten,
+          chunks: 0,
+          seconds: (performance.now() - t0) / 1000,
+        },
+      });
+    } catch (e) {
+      await writer.abort().catch(() => {});
+      throw e;
+    }
+    if (req.check) {
+      ctx.emit({ type: 'phase', phase: 'check', message: 'Checking the new point' });
+      const { checkImage } = await import('../image/index.ts');
+      const report = await checkImage(finished.firstFile, { password: req.password, signal: ctx.signal });
+      if (!report.ok) {
+        throw new RescueError(
+          'E_CHECK_FAILED',
+          `The new point ${finished.firstFile} did not pass its check: ${report.points
+            .flatMap((p) => p.problems.map((x) => x.message))
+            .slice(0, 3)
+            .join('; ')}`,
+          'The destination may be failing: make a new full backup on another disk.',
+        );
+      }
+    }
+    return {
+      imageId: writer.imageId.toString('hex'),
+      firstFile: finished.firstFile,
+      files: finished.files,
+      usedBytes: total,
+      storedBytes: finished.storedBytes,
+      seconds: (performance.now() - t0) / 1000,
+      regions: regions.length,
+      warnings,
+      type: req.type,
+      sequence,
+      base: { sequence: base.sequence, type: base.type, path: base.path },
+      unchangedBytes,
+      changedBytes: total - unchangedBytes,
+    };
+  } finally {
+    for (const d of disks) await d.src.close().catch(() => {});
+    await chain.close();
+  }
+}

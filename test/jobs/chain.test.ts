@@ -1,0 +1,225 @@
+/**
+ * Issue #4's proof for backup chains: a disk (ext4 + NTFS) is changed between points — files
+ * added, appended to, deleted — and every point of full → incremental → incremental →
+ * differential restores to exactly the file tree of its moment (read through the real drivers,
+ * fsck clean). Missing points make exactly the later incrementals unusable; another disk is
+ * refused as the source of a chain.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
+import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/chain.ts';
+import { imagePath, rescue } from '../fixtures/cli.ts';
+import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { makeTempDir } from '../fixtures/lab.ts';
+
+const MiB = 1024 * 1024;
+type Tree = Awaited<ReturnType<typeof inspectDiskFiles>>;
+
+const PLAN = {
+  file: 'disk.img',
+  description: 'GPT: ext4 + NTFS',
+  size: 260 * MiB,
+  sfdisk: [
+    'label: gpt',
+    `start=1MiB, size=128MiB, type=${GPT_TYPE.linux}, name="root"`,
+    `type=${GPT_TYPE.basicData}, name="data"`,
+  ].join('\n'),
+  volumes: [extfs('ext4', 'root', 12 * MiB), ntfsfs('Data', 12 * MiB)],
+};
+
+let dir: string;
+let disk: string;
+const trees: Tree[] = [];
+const points: string[] = [];
+
+function filesOf(t: Tree) {
+  return [...t.entries()].map(([node, p]) => ({
+    node,
+    fs: p.fs,
+    fsck: p.fsck,
+    files: Object.fromEntries(p.files),
+  }));
+}
+
+async function cli(args: string[]) {
+  const r = await rescue(args);
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+}
+
+beforeAll(async () => {
+  dir = await makeTempDir('rescue-chain-');
+  disk = await makeDisk(PLAN, dir);
+  await fsp.mkdir(join(dir, 'images'));
+  trees.push(await inspectDiskFiles(disk));
+  points.push(
+    imagePath(await cli(['backup', 'disk', disk, '--to', join(dir, 'images'), '--name', 'pc', '--yes'])),
+  );
+
+  // Moment 1: new files on both, one appended to.
+  await withPartitionMounted(disk, 1, 'ext4', async (m) => {
+    await writeRandom(join(m, 'new/one.bin'), 3 * MiB, 11);
+    await appendRandom(join(m, 'new/one.bin'), 5000, 12);
+  });
+  await withPartitionMounted(disk, 2, 'ntfs', async (m) => {
+    await writeRandom(join(m, 'docs/report.bin'), 2 * MiB, 13);
+  });
+  trees.push(await inspectDiskFiles(disk));
+  points.push(imagePath(await cli(['backup', 'incremental', points[0], '--yes'])));
+
+  // Moment 2: a deletion and an append on ext4, an append on NTFS.
+  await withPartitionMounted(disk, 1, 'ext4', async (m) => {
+    const victims = (await fsp.readdir(m)).filter((n) => n !== 'lost+found' && n !== 'new');
+    await fsp.rm(join(m, victims[0]), { recursive: true });
+    await appendRandom(join(m, 'new/one.bin'), 1 * MiB, 14);
+  });
+  await withPartitionMounted(disk, 2, 'ntfs', async (m) => {
+    await appendRandom(join(m, 'docs/report.bin'), 300_000, 15);
+  });
+  trees.push(await inspectDiskFiles(disk));
+  points.push(imagePath(await cli(['backup', 'incremental', points[1], '--yes'])));
+
+  // Moment 3: more changes, then a differential (everything since the full).
+  await withPartitionMounted(disk, 1, 'ext4', async (m) => {
+    await writeRandom(join(m, 'new/two.bin'), 1 * MiB, 16);
+  });
+  await withPartitionMounted(disk, 2, 'ntfs', async (m) => {
+    await fsp.rm(join(m, 'docs/report.bin'));
+    await writeRandom(join(m, 'docs/final.bin'), 1 * MiB, 17);
+  });
+  trees.push(await inspectDiskFiles(disk));
+  points.push(imagePath(await cli(['backup', 'differential', points[2], '--yes'])));
+}, 300_000);
+
+afterAll(async () => {
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+describe('full → incremental → incremental → differential', () => {
+  it('the moments really differ, and every one was clean', () => {
+    for (const t of trees) for (const p of t.values()) expect(p.fsck).toBe('clean');
+    const sigs = trees.map((t) => JSON.stringify(filesOf(t)));
+    expect(new Set(sigs).size).toBe(4);
+  });
+
+  it('names the points after the full and stores only what changed', async () => {
+    expect(points.map((p) => p.split('/').pop())).toEqual([
+      'pc.rimg',
+      'pc-2-incremental.rimg',
+      'pc-3-incremental.rimg',
+      'pc-4-differential.rimg',
+    ]);
+    const sizes = await Promise.all(points.map(async (p) => (await fsp.stat(p)).size));
+    // Each later point holds its changed windows only: far less than the full.
+    for (const s of sizes.slice(1)) expect(s).toBeLessThan(sizes[0] / 2);
+    // The differential holds every change since the full: more than the first incremental.
+    expect(sizes[3]).toBeGreaterThan(sizes[1]);
+  });
+
+  it('info shows the chain with times and types; check passes every point', async () => {
+    const info = JSON.parse((await cli(['info', points[3], '--json'])).stdout);
+    expect(info.point.type).toBe('differential');
+    expect(
+      info.chain.map((p: { sequence: number; type: string; usable: boolean }) => [
+        p.sequence,
+        p.type,
+        p.usable,
+      ]),
+    ).toEqual([
+      [1, 'full', true],
+      [2, 'incremental', true],
+      [3, 'incremental', true],
+      [4, 'differential', true],
+    ]);
+    expect(info.chain[3].needs).toEqual([1]);
+    expect(info.chain[2].needs).toEqual([2, 1]);
+    const check = await cli(['check', points[1]]);
+    expect(check.stdout).toMatch(/point 4 \(differential\).*intact/);
+  });
+
+  for (const k of [0, 1, 2, 3]) {
+    it(`restoring point ${k + 1} gives exactly the file tree of its moment`, async () => {
+      const out = join(dir, `restored-${k + 1}.img`);
+      // Point k+1 selected two ways: by its own file, and by number from another file of the chain.
+      const args = k % 2 === 0 ? [points[k]] : [points[0], '--point', String(k + 1)];
+      await cli(['restore', ...args, '--to', out, '--yes']);
+      expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(trees[k]));
+      await fsp.rm(out);
+    });
+  }
+
+  it('--point latest is the differential', async () => {
+    const out = join(dir, 'latest.img');
+    await cli(['restore', points[0], '--point', 'latest', '--to', out, '--yes']);
+    expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(trees[3]));
+    await fsp.rm(out);
+  });
+});
+
+describe('a missing point', () => {
+  it('makes the later incrementals unusable; the differential still restores', async () => {
+    const hidden = `${points[1]}.away`;
+    await fsp.rename(points[1], hidden);
+    try {
+      const info = JSON.parse((await cli(['info', points[0], '--json'])).stdout);
+      const state = info.chain.map((p: { sequence: number; usable: boolean }) => [p.sequence, p.usable]);
+      expect(state).toEqual([
+        [1, true],
+        [3, false],
+        [4, true],
+      ]);
+      expect(info.missing).toHaveLength(1);
+      const check = await rescue(['check', points[0]]);
+      expect(check.code).toBe(1);
+      expect(check.stdout).toMatch(/point 3 \(incremental\).*CANNOT BE RESTORED/);
+      expect(check.stdout).toMatch(/MISSING/);
+      const bad = await rescue(['restore', points[2], '--to', join(dir, 'x.img'), '--yes']);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/E_POINT_UNUSABLE/);
+      expect(bad.stderr).toMatch(/missing/);
+      await expect(fsp.stat(join(dir, 'x.img'))).rejects.toThrow();
+      const out = join(dir, 'diff.img');
+      await cli(['restore', points[3], '--to', out, '--yes']);
+      expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(trees[3]));
+      await fsp.rm(out);
+    } finally {
+      await fsp.rename(hidden, points[1]);
+    }
+  });
+});
+
+describe('the source of a chain', () => {
+  it('another disk is refused (identity), unless forced', async () => {
+    const other = await makeDisk({ ...PLAN, file: 'other.img' }, dir);
+    const r = await rescue(['backup', 'incremental', points[0], '--source', other, '--yes']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_SOURCE_MISMATCH/);
+    expect(r.stderr).toMatch(/disk identifier|filesystem/);
+    const n = (await fsp.readdir(join(dir, 'images', 'pc'))).length;
+    expect(n).toBe(4);
+    const forced = await rescue(['backup', 'incremental', points[0], '--source', other, '--force', '--yes']);
+    expect(forced.code, forced.stderr).toBe(0);
+    const out = join(dir, 'forced.img');
+    await cli(['restore', imagePath(forced), '--to', out, '--yes']);
+    expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(await inspectDiskFiles(other)));
+    await fsp.rm(imagePath(forced));
+  });
+
+  it('a source that is gone is reported with the way out (--source)', async () => {
+    const moved = join(dir, 'moved.img');
+    await fsp.rename(disk, moved);
+    try {
+      const r = await rescue(['backup', 'incremental', points[0], '--yes']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/E_SOURCE_NOT_FOUND/);
+      expect(r.stderr).toMatch(/--source/);
+      const ok = await rescue(['backup', 'differential', points[0], '--source', moved, '--yes']);
+      expect(ok.code, ok.stderr).toBe(0);
+      await fsp.rm(imagePath(ok));
+    } finally {
+      await fsp.rename(moved, disk);
+    }
+  });
+});
