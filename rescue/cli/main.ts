@@ -21,6 +21,7 @@ Usage:
       a new point of IMAGE's backup chain: only what changed since the last point / the full
   rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--point N|latest] [--partition N] [--disk N]
                [--password-file F] [--sector-by-sector] [--table mbr] --yes
+  rescue merge IMAGE --to DIR [--name N] [--point N] --yes   full + incrementals → one new full image
   rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
   rescue info IMAGE [--point N] [--json] [--password-file F]
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
@@ -62,6 +63,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/backup.ts')).backupCommand(rest, interruptSignal());
     case 'restore':
       return (await import('./commands/restore.ts')).restoreCommand(rest, interruptSignal());
+    case 'merge':
+      return (await import('./commands/merge.ts')).mergeCommand(rest, interruptSignal());
     case 'check':
       return (await import('./commands/check.ts')).checkCommand(rest, interruptSignal());
     case 'info':

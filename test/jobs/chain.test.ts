@@ -11,8 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/chain.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
-import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
-import { makeTempDir } from '../fixtures/lab.ts';
+import { inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
+import { makeTempDir, sha256 } from '../fixtures/lab.ts';
+
+async function sha256File(p: string): Promise<string> {
+  return sha256(await fsp.readFile(p));
+}
 
 const MiB = 1024 * 1024;
 type Tree = Awaited<ReturnType<typeof inspectDiskFiles>>;
@@ -155,6 +159,84 @@ describe('full → incremental → incremental → differential', () => {
     await cli(['restore', points[0], '--point', 'latest', '--to', out, '--yes']);
     expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(trees[3]));
     await fsp.rm(out);
+  });
+});
+
+describe('merge', () => {
+  it('full + incrementals → one new full image that restores like the last of them; originals untouched', async () => {
+    const before = await Promise.all(points.map(async (p) => sha256(await fsp.readFile(p))));
+    const out = join(dir, 'merged');
+    await fsp.mkdir(out);
+    const r = await cli(['merge', points[0], '--point', '3', '--to', out, '--yes']);
+    const merged = imagePath(r);
+    expect(merged).toBe(join(out, 'pc-merged.rimg'));
+    const info = JSON.parse((await cli(['info', merged, '--json'])).stdout);
+    expect(info.point.type).toBe('full');
+    expect(info.chain).toHaveLength(1);
+    expect(info.comment).toMatch(/merged from points 1, 2, 3/);
+    expect((await rescue(['check', merged])).code).toBe(0);
+    const disk3 = join(dir, 'merged.img');
+    await cli(['restore', merged, '--to', disk3, '--yes']);
+    expect(filesOf(await inspectDiskFiles(disk3))).toEqual(filesOf(trees[2]));
+    await fsp.rm(disk3);
+    const after = await Promise.all(points.map(async (p) => sha256(await fsp.readFile(p))));
+    expect(after).toEqual(before);
+  });
+
+  it("a chain with a differential point is refused with the manual's reason", async () => {
+    const out = join(dir, 'merged2');
+    await fsp.mkdir(out);
+    const r = await rescue(['merge', points[1], '--to', out, '--yes']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_MERGE_DIFFERENTIAL/);
+    expect(r.stderr).toMatch(/only a full backup and the incremental backups after it/);
+    expect(await fsp.readdir(out)).toEqual([]);
+  });
+});
+
+describe('an encrypted chain', () => {
+  it('keeps the password: incremental, restore and merge (re-encrypted) need it; a wrong one is refused', async () => {
+    const pw = join(dir, 'pw');
+    await fsp.writeFile(pw, 'chain secret\n');
+    const bad = join(dir, 'bad-pw');
+    await fsp.writeFile(bad, 'not it\n');
+    const imgDir = join(dir, 'enc');
+    await fsp.mkdir(imgDir);
+    const full = imagePath(
+      await cli([
+        'backup',
+        'partition',
+        `${disk}:1`,
+        '--to',
+        imgDir,
+        '--name',
+        'root',
+        '--password-file',
+        pw,
+        '--yes',
+      ]),
+    );
+    await withPartitionMounted(disk, 1, 'ext4', async (m) => {
+      await writeRandom(join(m, 'enc/secret.bin'), 512 * 1024, 21);
+    });
+    const wrong = await rescue(['backup', 'incremental', full, '--password-file', bad, '--yes']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/E_WRONG_PASSWORD/);
+    const inc = imagePath(await cli(['backup', 'incremental', full, '--password-file', pw, '--yes']));
+    const info = JSON.parse((await cli(['info', inc, '--json', '--password-file', pw])).stdout);
+    expect(info.options.encrypted).toBe(true);
+    const part = join(dir, 'root.img');
+    await cli(['restore', inc, '--to', part, '--password-file', pw, '--yes']);
+    const now = (await inspectDiskFiles(disk)).get('1')!;
+    const restored = await inspectPartition(part, 0, (await fsp.stat(part)).size, 'ext4');
+    expect(restored.fsck).toBe('clean');
+    expect(Object.fromEntries(restored.files)).toEqual(Object.fromEntries(now.files));
+    const merged = imagePath(await cli(['merge', inc, '--to', imgDir, '--password-file', pw, '--yes']));
+    const part2 = join(dir, 'root2.img');
+    await cli(['restore', merged, '--to', part2, '--password-file', pw, '--yes']);
+    expect(await sha256File(part2)).toBe(await sha256File(part));
+    const noPw = await rescue(['info', merged]);
+    expect(noPw.stderr).toMatch(/E_PASSWORD_REQUIRED/);
   });
 });
 

@@ -499,6 +499,16 @@ export class ImageReader {
     };
   }
 
+  /**
+   * Verified raw bytes of a chunk and its stored payload as kept (compressed, and encrypted when the
+   * image is) — wherever in the chain it lives. Merge copies unencrypted payloads without
+   * recompressing them.
+   */
+  async readChunkStored(entry: IndexEntry): Promise<{ raw: Buffer; payload: Buffer }> {
+    const { raw, payload } = await this.readChunkChecked(entry);
+    return { raw, payload };
+  }
+
   /** Verified raw bytes of a chunk (a zero chunk → zeros of its raw length). */
   async readChunk(entry: IndexEntry): Promise<Buffer> {
     return (await this.readChunkChecked(entry)).raw;
@@ -511,7 +521,7 @@ export class ImageReader {
   async readChunkChecked(
     entry: IndexEntry,
     chunk?: number,
-  ): Promise<{ raw: Buffer; recordProblem: RescueError | null }> {
+  ): Promise<{ raw: Buffer; recordProblem: RescueError | null; payload: Buffer }> {
     const ctx = this.context(entry, chunk);
     if (entry.flags & ENTRY_FLAGS.OTHER_POINT) {
       if (!this.resolvePoint) throw pointRequired(ctx, entry.pointId);
@@ -533,7 +543,11 @@ export class ImageReader {
       return other.readChunkChecked(own);
     }
     if (entry.flags & ENTRY_FLAGS.ZERO)
-      return { raw: await this.codec.decode(entry, Buffer.alloc(0), ctx), recordProblem: null };
+      return {
+        raw: await this.codec.decode(entry, Buffer.alloc(0), ctx),
+        recordProblem: null,
+        payload: Buffer.alloc(0),
+      };
     const start = entry.payloadOffset - RECORD_HEADER.SIZE;
     if (start < HEADER.SIZE || entry.payloadOffset + entry.storedLength > this.trailer.indexOffset)
       throw chunkCorrupt(ctx, `its payload at ${entry.payloadOffset} lies outside the record area`);
@@ -549,8 +563,9 @@ export class ImageReader {
       rec.flags !== entry.flags
     )
       recordProblem = recordCorrupt(ctx, 'it disagrees with the index');
-    const raw = await this.codec.decode(entry, bytes.subarray(RECORD_HEADER.SIZE), ctx);
-    return { raw, recordProblem };
+    const payload = bytes.subarray(RECORD_HEADER.SIZE);
+    const raw = await this.codec.decode(entry, payload, ctx);
+    return { raw, recordProblem, payload };
   }
 
   /** Bytes [offset, offset+length) of a region as restored; bytes the used map leaves out read as zeros. */
