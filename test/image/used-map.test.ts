@@ -2,7 +2,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isRescueError } from '../../rescue/engine/errors.ts';
 import type { Extent } from '../../rescue/engine/filesystems/extents.ts';
-import { decodeUsedMap, encodeUsedMap, UsedLayout, windowsOf } from '../../rescue/engine/image/index.ts';
+import {
+  decodeUsedMap,
+  encodeUsedMap,
+  keepPreviousLayout,
+  UsedLayout,
+  windowsOf,
+} from '../../rescue/engine/image/index.ts';
 
 /** Sorted, separated, non-empty extents from (gap, length) pairs; the first gap may be 0. */
 const extentsArb = fc
@@ -200,5 +206,61 @@ describe('window arithmetic', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('keepPreviousLayout (incremental points after deletions)', () => {
+  const W = 4096;
+  /** Byte-level model: the set of used bytes, window by window. */
+  const bytes = (ex: Extent[]) => {
+    const s = new Set<number>();
+    for (const e of ex) for (let i = e.start; i < e.start + e.length; i++) s.add(i);
+    return s;
+  };
+  const inWindow = (s: Set<number>, ws: number) =>
+    [...s].filter((b) => b >= ws && b < ws + W).sort((a, b) => a - b);
+
+  it('covers the current map; per window it is the previous map exactly when that holds the current one, else the current', () => {
+    fc.assert(
+      fc.property(smallExtentsArb, smallExtentsArb, (current, previous) => {
+        const out = keepPreviousLayout(current, previous, W);
+        // Canonical: sorted, non-empty, separated by at least one byte.
+        for (let i = 0; i < out.length; i++) {
+          expect(out[i].length).toBeGreaterThan(0);
+          if (i > 0) expect(out[i].start).toBeGreaterThan(out[i - 1].start + out[i - 1].length);
+        }
+        const c = bytes(current);
+        const p = bytes(previous);
+        const o = bytes(out);
+        const windows = new Set([...c, ...p, ...o].map((b) => Math.floor(b / W) * W));
+        for (const ws of windows) {
+          const cw = inWindow(c, ws);
+          const pw = inWindow(p, ws);
+          const ow = inWindow(o, ws);
+          const subset = cw.every((b) => p.has(b));
+          if (cw.length === 0) expect(ow).toEqual([]);
+          else expect(ow).toEqual(subset ? pw : cw);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('keeps the freed ranges of a window where a file was deleted, not where a new one was written', () => {
+    const previous = [
+      { start: 0, length: 3000 },
+      { start: 5000, length: 2000 },
+    ];
+    const current = [
+      { start: 0, length: 1000 },
+      { start: 5000, length: 500 },
+      { start: 6000, length: 2500 },
+    ];
+    // Window 0: [0,1000) ⊆ previous → previous kept; window 4096: [6000,8192) is partly new → current.
+    expect(keepPreviousLayout(current, previous, W)).toEqual([
+      { start: 0, length: 3000 },
+      { start: 5000, length: 500 },
+      { start: 6000, length: 2500 },
+    ]);
   });
 });

@@ -15,7 +15,14 @@ export { deriveKey, validatePassword } from './keys.ts';
 export { sha256Async } from './layout.ts';
 export { ImageReader, type ImageReaderOptions, readImageHeader } from './reader.ts';
 export * from './types.ts';
-export { decodeUsedMap, encodeUsedMap, UsedLayout, type WindowPlan, windowsOf } from './used-map.ts';
+export {
+  decodeUsedMap,
+  encodeUsedMap,
+  keepPreviousLayout,
+  UsedLayout,
+  type WindowPlan,
+  windowsOf,
+} from './used-map.ts';
 export { destinationIsFat, isFatMount, VolumeLayout } from './volumes.ts';
 export {
   type FinishResult,

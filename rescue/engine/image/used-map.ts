@@ -217,3 +217,47 @@ export class UsedLayout {
     if (cur >= 0) yield { windowStart: cur, rawLength: len };
   }
 }
+
+/** Whether every byte of `inner` lies in `outer` (both sorted, non-overlapping). */
+function covered(inner: readonly Extent[], outer: readonly Extent[]): boolean {
+  let j = 0;
+  for (const e of inner) {
+    let at = e.start;
+    const end = e.start + e.length;
+    while (at < end) {
+      while (j < outer.length && outer[j].start + outer[j].length <= at) j++;
+      if (j >= outer.length || outer[j].start > at) return false;
+      at = Math.min(end, outer[j].start + outer[j].length);
+    }
+  }
+  return true;
+}
+
+/**
+ * Incremental points: the used map to record for a region whose previous point recorded
+ * `previous`. In every window where the blocks used now are a subset of those used before (files
+ * were deleted or shrunk, nothing new allocated), the previous window's ranges are kept — freed
+ * blocks still hold their old bytes, so the window can still match its previous chunk and be
+ * referenced instead of stored again. A used map may include too much, never too little: the
+ * result always covers `current`. Windows with no used bytes now stay empty.
+ */
+export function keepPreviousLayout(
+  current: readonly Extent[],
+  previous: readonly Extent[],
+  windowSize: number,
+): Extent[] {
+  const prev = new Map<number, Extent[]>();
+  for (const w of windowsOf(previous, windowSize)) prev.set(w.windowStart, w.extents);
+  const out: Extent[] = [];
+  const push = (e: Extent) => {
+    const last = out[out.length - 1];
+    if (last && last.start + last.length >= e.start) {
+      last.length = Math.max(last.length, e.start + e.length - last.start);
+    } else out.push({ start: e.start, length: e.length });
+  };
+  for (const w of windowsOf(current, windowSize)) {
+    const p = prev.get(w.windowStart);
+    for (const e of p && covered(w.extents, p) ? p : w.extents) push(e);
+  }
+  return out;
+}

@@ -8,13 +8,16 @@ import { promises as fsp } from 'node:fs';
 import { basename } from 'node:path';
 import { FileSource } from '../devices/source.ts';
 import { RescueError } from '../errors.ts';
+import { totalBytes } from '../filesystems/extents.ts';
 import {
   BackupChain,
   type ChainPoint,
+  decodeUsedMap,
   ENTRY_FLAGS,
   IMAGE_EXTENSION,
   type ImageReader,
   type IndexEntry,
+  keepPreviousLayout,
   type ManifestDisk,
   validateComment,
 } from '../image/index.ts';
@@ -94,6 +97,29 @@ export function identityProblems(
   return out;
 }
 
+/**
+ * Where files were only deleted since the base point, its used ranges are recorded again (see
+ * keepPreviousLayout), so those windows can still be referenced instead of stored anew.
+ */
+function keepPreviousLayouts(regions: PlannedRegion[], recorded: ManifestDisk, windowSize: number): void {
+  for (const r of regions) {
+    if (r.usedMethod !== 'allocation') continue;
+    const was = recorded.regions.find(
+      (x) =>
+        x.id === r.id &&
+        x.kind === r.kind &&
+        x.start === r.start &&
+        x.size === r.size &&
+        x.partition === r.partition,
+    );
+    if (!was) continue;
+    const previous =
+      was.usedMap === undefined ? [{ start: 0, length: was.size }] : decodeUsedMap(was.usedMap, was.size);
+    r.extents = keepPreviousLayout(r.extents, previous, windowSize);
+    r.usedBytes = totalBytes(r.extents);
+  }
+}
+
 function baseOf(chain: BackupChain, type: PointBackupRequest['type']): ChainPoint & { reader: ImageReader } {
   const base = type === 'differential' ? chain.full : chain.latest;
   if (!base) {
@@ -171,6 +197,7 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
         signal: ctx.signal,
       });
       nextRegion += disk.regions.length;
+      keepPreviousLayouts(disk.regions, recorded, m.options.window);
       const differs = identityProblems(recorded, disk.table, facts, disk.regions);
       if (differs.length > 0) {
         if (!req.force) {
