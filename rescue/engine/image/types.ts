@@ -19,7 +19,12 @@ export const COMPRESSION_LEVEL = { none: 0, normal: 3, high: 12 } as const satis
 export const FORMAT_VERSION = 1;
 
 export const MIB = 1024 * 1024;
-export const DEFAULT_WINDOW_SIZE = 4 * MIB;
+/**
+ * 1 MiB: the granularity of incremental points (a change costs at least one window, compressed)
+ * against per-chunk overhead; 4 MiB windows compress only ~0.3 % better and made incrementals 2–4×
+ * larger (measured on NTFS: deleting files 25.7 → 5.6 MiB, a new 1 MiB file 9.3 → 2.6 MiB).
+ */
+export const DEFAULT_WINDOW_SIZE = 1 * MIB;
 /** Bounds of the window size a reader accepts: one chunk is decoded in memory at once. */
 export const MIN_WINDOW_SIZE = 4096;
 export const MAX_WINDOW_SIZE = 256 * MIB;

@@ -24,8 +24,8 @@ import { planDiskRegions, readWindow } from './regions.ts';
 import { type BackupSourceSpec, examineSource, manifestDisk, type SourceDisk } from './sources.ts';
 import { findSystemPartitions } from './system.ts';
 
-/** Chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
-const IN_FLIGHT = 3;
+/** Bytes of chunks being read/compressed/encrypted at once: enough to keep both cores and the disk busy. */
+const IN_FLIGHT_BYTES = 12 * 1024 * 1024;
 
 export type { BackupSourceSpec } from './sources.ts';
 
@@ -233,7 +233,7 @@ export type ReuseLookup = (
 type Encoded = { chunk: EncodedChunk; rawLength: number } | { reference: IndexEntry; rawLength: number };
 
 /**
- * Reads windows in order, encodes up to IN_FLIGHT of them concurrently (zstd and AES run in the
+ * Reads windows in order, encodes up to IN_FLIGHT_BYTES of them concurrently (zstd and AES run in the
  * thread pool), and appends the results strictly in order.
  */
 export async function copyRegions(
@@ -244,6 +244,7 @@ export async function copyRegions(
   reuse?: ReuseLookup,
 ): Promise<void> {
   const pending: Promise<Encoded>[] = [];
+  const inFlight = Math.max(3, Math.round(IN_FLIGHT_BYTES / writer.windowSize));
   const drainOne = async () => {
     const item = await pending.shift()!;
     if ('chunk' in item) await writer.append(item.chunk);
@@ -282,7 +283,7 @@ export async function copyRegions(
           // Observed now, awaited in order later: a failure must not surface as an unhandled rejection.
           encoded.catch(() => {});
           pending.push(encoded);
-          if (pending.length >= IN_FLIGHT) await drainOne();
+          if (pending.length >= inFlight) await drainOne();
         }
       }
     }

@@ -32,8 +32,8 @@ export interface MergeResult {
   seconds: number;
 }
 
-/** Chunks read and verified ahead of the writer. */
-const IN_FLIGHT = 4;
+/** Bytes of chunks read and verified ahead of the writer. */
+const IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 
 export async function runMerge(req: MergeRequest, ctx: JobContext): Promise<MergeResult> {
   const t0 = performance.now();
@@ -114,7 +114,7 @@ export async function runMerge(req: MergeRequest, ctx: JobContext): Promise<Merg
           const data = reader.readChunkStored(entry);
           data.catch(() => {});
           pending.push({ entry, data });
-          if (pending.length >= IN_FLIGHT) await drain();
+          if (pending.length >= Math.max(4, Math.round(IN_FLIGHT_BYTES / reader.windowSize))) await drain();
         }
         while (pending.length > 0) await drain();
       } finally {

@@ -31,7 +31,8 @@ import type { Partition, PartitionTable } from '../partitions/types.ts';
 import { applyDiskWrites, planPartitionTableWrite } from '../partitions/write.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
 
-const IN_FLIGHT = 6;
+/** Bytes of chunks read and verified ahead of the writes. */
+const IN_FLIGHT_BYTES = 24 * 1024 * 1024;
 const MiB = 1024 * 1024;
 
 export interface RestoreRequest {
@@ -374,7 +375,7 @@ async function writeRegions(
       // (flush still sees it, in order) so Node does not kill the process with a stack trace.
       data.catch(() => {});
       pending.push({ entry, data });
-      if (pending.length >= IN_FLIGHT) await flush();
+      if (pending.length >= Math.max(6, Math.round(IN_FLIGHT_BYTES / windowSize))) await flush();
     }
     try {
       while (pending.length > 0) await flush();
