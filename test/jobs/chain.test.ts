@@ -13,6 +13,7 @@ import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/cha
 import { imagePath, rescue } from '../fixtures/cli.ts';
 import { inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, sha256 } from '../fixtures/lab.ts';
+import { LINUX_UEFI, makeSystemDisk } from '../fixtures/systems.ts';
 
 async function sha256File(p: string): Promise<string> {
   return sha256(await fsp.readFile(p));
@@ -237,6 +238,38 @@ describe('an encrypted chain', () => {
     expect(await sha256File(part2)).toBe(await sha256File(part));
     const noPw = await rescue(['info', merged]);
     expect(noPw.stderr).toMatch(/E_PASSWORD_REQUIRED/);
+  });
+});
+
+describe('a system chain', () => {
+  it('an incremental of a system backup takes the same partitions and restores the system of its moment', async () => {
+    const sys = await makeSystemDisk({ ...LINUX_UEFI, file: 'linux.img' }, dir);
+    const imgDir = join(dir, 'sys');
+    await fsp.mkdir(imgDir);
+    const full = imagePath(await cli(['backup', 'system', sys, '--to', imgDir, '--name', 'linux', '--yes']));
+    // A kernel update on /boot and a new file in /home (not part of the system).
+    await withPartitionMounted(sys, 2, 'ext4', async (m) => {
+      await writeRandom(join(m, 'vmlinuz-6.1.0-14-amd64'), 600 * 1024, 31);
+    });
+    await withPartitionMounted(sys, 5, 'ext4', async (m) => {
+      await writeRandom(join(m, 'user/new.bin'), 100 * 1024, 32);
+    });
+    const inc = imagePath(await cli(['backup', 'incremental', full, '--yes']));
+    const info = JSON.parse((await cli(['info', inc, '--json'])).stdout);
+    expect(info.kind).toBe('system');
+    const parts = info.disks[0].regions.filter((r: { kind: string }) => r.kind === 'partition');
+    expect(parts.map((r: { partition: number }) => r.partition)).toEqual([1, 2, 3]);
+    const out = join(dir, 'sys-restored.img');
+    await cli(['restore', inc, '--to', out, '--yes']);
+    const now = await inspectDiskFiles(sys);
+    const restored = await inspectDiskFiles(out);
+    expect([...restored.keys()]).toEqual(['1', '2', '3']);
+    for (const node of ['1', '2', '3']) {
+      expect(restored.get(node)!.fsck).toBe('clean');
+      expect(Object.fromEntries(restored.get(node)!.files)).toEqual(Object.fromEntries(now.get(node)!.files));
+    }
+    expect([...restored.get('2')!.files.keys()]).toContain('vmlinuz-6.1.0-14-amd64');
+    await fsp.rm(out);
   });
 });
 
