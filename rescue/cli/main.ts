@@ -21,6 +21,7 @@ Usage:
       a new point of IMAGE's backup chain: only what changed since the last point / the full
   rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--point N|latest] [--partition N] [--disk N]
                [--password-file F] [--sector-by-sector] [--table mbr] --yes
+      edit partitions: --fill | --shrink | --layout N=SIZE,… [--align] [--new-ids] [--scratch DIR]
   rescue merge IMAGE --to DIR [--name N] [--point N] --yes   full + incrementals → one new full image
   rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
   rescue info IMAGE [--point N] [--json] [--password-file F]

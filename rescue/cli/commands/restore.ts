@@ -1,12 +1,14 @@
 /**
  * rescue restore IMAGE --to TARGET | --to DISK:M | --to-free DISK  [--point N|latest] [--partition N] [--disk N]
- *   [--password-file F] [--sector-by-sector] [--table mbr] --yes
+ *   [--password-file F] [--sector-by-sector] [--table mbr]
+ *   [--fill | --shrink | --layout SPEC] [--align] [--new-ids] [--scratch DIR] --yes
  */
 import { stat } from 'node:fs/promises';
 import { inventory } from '../../engine/devices/inventory.ts';
 import { type RestoreRequest, runRestore } from '../../engine/jobs/restore.ts';
 import { parseCommand, parseDiskPartition, pointOption, readPasswordFile } from '../args.ts';
 import { confirmTyped } from '../confirm.ts';
+import { describeEditOptions, EDIT_OPTIONS, parseEditOptions } from '../edit-options.ts';
 import { formatBytes, UsageError } from '../output.ts';
 import { createReporter } from '../progress.ts';
 
@@ -19,6 +21,7 @@ const OPTIONS = {
   'password-file': { type: 'string' },
   'sector-by-sector': { type: 'boolean' },
   table: { type: 'string' },
+  ...EDIT_OPTIONS,
   json: { type: 'boolean' },
   yes: { type: 'boolean' },
   no: { type: 'boolean' },
@@ -77,6 +80,7 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
     password: v['password-file'] ? await readPasswordFile(v['password-file']) : undefined,
     sectorBySector: !!v['sector-by-sector'],
     tableKind: v.table as RestoreRequest['tableKind'],
+    edit: parseEditOptions(v),
   };
   if (v['to-free']) {
     req.target = v['to-free'];
@@ -98,8 +102,15 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
       : req.toFree
         ? 'a new partition will be created in its free space'
         : 'this will be overwritten';
+  // Edit partitions: the planned layout is part of what is confirmed (refusals come here already).
+  let plan = '';
+  if (req.edit) {
+    const preview = await runRestore({ ...req, preview: true }, { signal, emit: () => {} });
+    const lines = preview.plan ?? [];
+    plan = `\n  partitions: ${describeEditOptions(req.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
+  }
   await confirmTyped(
-    `Restore ${req.image}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.`,
+    `Restore ${req.image}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.${plan}`,
     'yes',
     { yes: v.yes, no: v.no, json: v.json },
   );

@@ -29,6 +29,19 @@ import { randomGuid } from '../partitions/guid.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { Partition, PartitionTable } from '../partitions/types.ts';
 import { applyDiskWrites, planPartitionTableWrite } from '../partitions/write.ts';
+import {
+  assertEditApplicable,
+  type DiskEdit,
+  fitRegion,
+  isEditing,
+  lazyScratch,
+  planDiskEdit,
+  previewDiskEdit,
+  type RegionWriter,
+  writeFitted,
+  writePlannedPartitions,
+} from '../resize/edit.ts';
+import { describePlan, type EditOptions, newIdsWarnings } from '../resize/layout.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
 
 /** Bytes of chunks read and verified ahead of the writes. */
@@ -54,6 +67,10 @@ export interface RestoreRequest {
   sectorBySector?: boolean;
   /** Lay a GPT disk image out as MBR (at most 4 partitions). */
   tableKind?: 'mbr' | 'gpt';
+  /** Edit partitions (manual 5.7): copy (default), fill, shrink, manual layout; align; new ids. */
+  edit?: EditOptions;
+  /** Only plan: return the layout a disk restore would produce (`plan`), write nothing. */
+  preview?: boolean;
 }
 
 export interface RestoreResult {
@@ -63,6 +80,8 @@ export interface RestoreResult {
   seconds: number;
   partition?: number;
   warnings: string[];
+  /** What edit-partitions did (or, for a preview, would do), one line per partition, then notes. */
+  plan?: string[];
 }
 
 /**
@@ -89,6 +108,8 @@ interface Target {
   path: string;
   src: FileSource;
   created: boolean;
+  /** Run when the restore ends, before the target is closed (removes scratch files). */
+  onClose?: () => Promise<void>;
 }
 
 export function manifestDisks(reader: RestoreSource): RestoreDisk[] {
@@ -196,6 +217,7 @@ async function usingTarget<T>(target: Target, fn: () => Promise<T>): Promise<T> 
     if (target.created) await fsp.rm(target.path, { force: true });
     throw e;
   } finally {
+    await target.onClose?.();
     await target.src.close();
   }
 }
@@ -298,6 +320,13 @@ export async function restoreFrom(
     const warnings: string[] = [];
     const partitionMode = req.partition !== undefined || req.targetPartition !== undefined || req.toFree;
     const kind = reader.manifest.kind;
+    assertEditApplicable(req.edit, {
+      sectorBySector: !!req.sectorBySector,
+      partitionRestore: !!partitionMode || kind === 'partition',
+    });
+    if (req.preview && (partitionMode || kind === 'partition')) {
+      return { target: req.target, mode: 'partition', bytesWritten: 0, seconds: 0, warnings: [], plan: [] };
+    }
     if (!partitionMode && kind === 'partition') {
       return await restoreRegionToRaw(reader, disk, pickPartitionRegion(disk, req, req.image), req, ctx, t0);
     }
@@ -320,6 +349,7 @@ async function writeRegions(
   regions: { region: ManifestRegion; at: number }[],
   ctx: JobContext,
   sectorBySector: boolean,
+  phase = 'restore',
 ): Promise<number> {
   const plans = regions.map(({ region, at }) => ({
     region,
@@ -331,7 +361,7 @@ async function writeRegions(
     (n, p) => n + (sectorBySector ? p.region.size : (p.region.usedBytes ?? p.region.size)),
     0,
   );
-  const meter = new ProgressMeter(ctx, 'restore', total);
+  const meter = new ProgressMeter(ctx, phase, total);
   let written = 0;
   for (const p of plans) {
     const windowSize = reader.windowSize;
@@ -397,18 +427,27 @@ async function restoreRegionToRaw(
   ctx: JobContext,
   t0: number,
 ): Promise<RestoreResult> {
-  const need = regionNeed(region, !!req.sectorBySector);
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, region.size);
+  const scratch = lazyScratch(req.edit?.scratch);
+  target.onClose = scratch.close;
   return usingTarget(target, async () => {
-    if (target.src.size < need)
-      throw tooSmall(req.target, target.src.size, need, `partition ${region.partition ?? ''}`.trim());
+    const fit = await fitRegion(region, target.src.size, {
+      edit: req.edit,
+      sectorBySector: !!req.sectorBySector,
+      sectorSize: target.src.logicalSectorSize,
+      scratch: scratch.get,
+      write: regionWriter(reader, ctx, !!req.sectorBySector),
+      ctx,
+      where: req.target,
+      tooSmall: (n) => tooSmall(req.target, target.src.size, n, `partition ${region.partition ?? ''}`.trim()),
+    });
     ctx.emit({
       type: 'phase',
       phase: 'restore',
       message: `Restoring partition ${region.partition ?? '(whole disk)'} to ${req.target}`,
     });
-    const bytes = await writeRegions(reader, target.src, [{ region, at: 0 }], ctx, !!req.sectorBySector);
+    const bytes = await writeFitted(fit, target.src, req.target, 0, target.src.size, ctx);
     return {
       target: req.target,
       mode: 'partition',
@@ -417,6 +456,11 @@ async function restoreRegionToRaw(
       warnings: [],
     };
   });
+}
+
+/** The restore's verified region writer, for the edit-partitions code. */
+function regionWriter(reader: RestoreSource, ctx: JobContext, sbs: boolean): RegionWriter {
+  return (target, items, phase) => writeRegions(reader, target, items, ctx, sbs, phase);
 }
 
 const GPT_TO_MBR: Record<string, number> = {
@@ -516,36 +560,104 @@ async function restoreDisk(
   const gptTail = table.kind === 'gpt' ? 33 * table.sectorSize : 0;
   const ends = dataRegions.map((r) => r.start + (r.kind === 'disk' ? r.size : regionNeed(r, sbs)));
   const need = sbs ? disk.source.size : Math.max(0, ...ends) + gptTail;
+  const edit: EditOptions = req.edit ?? { mode: 'copy' };
+  const diskRegion = regions.find((r) => r.kind === 'disk');
+  // Partitions are laid out by the edit-partitions planner (a plain copy by default); an image
+  // holding the disk as one region (sector by sector, or no table) only takes new ids from it.
+  const planTable = table.kind !== 'none' && (!diskRegion || !!edit.newIds);
+  const write = regionWriter(reader, ctx, sbs);
+  const readRegion = (id: number, offset: number, length: number) => reader.readRegion(id, offset, length);
+  if (req.preview) {
+    const size = await existingSize(req.target, disk.source.size);
+    const plan = planTable
+      ? await previewDiskEdit({
+          table,
+          regions,
+          targetPath: req.target,
+          targetSize: size,
+          edit,
+          sectorBySector: sbs,
+          readRegion,
+        })
+      : undefined;
+    const plan0 = plan
+      ? describePlan(plan, { estimated: edit.mode === 'shrink' || edit.mode === 'layout' })
+      : [];
+    return { target: req.target, mode: 'disk', bytesWritten: 0, seconds: 0, warnings: [], plan: plan0 };
+  }
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, disk.source.size);
+  const scratch = lazyScratch(edit.scratch);
+  target.onClose = scratch.close;
   return usingTarget(target, async () => {
     if (kind === 'system' && !target.created && !req.tableKind) {
-      const inPlace = await restoreSystemInPlace(reader, disk, target.src, ctx, sbs);
-      if (inPlace !== undefined) {
-        return {
-          target: req.target,
-          mode: 'disk',
-          bytesWritten: inPlace,
-          seconds: (performance.now() - t0) / 1000,
-          warnings: [
-            ...warnings,
-            'restored into the partitions of the original layout; the other partitions of the disk were not touched',
-          ],
-        };
+      if (isEditing(req.edit)) {
+        // Manual 5.2: the original location is restored in place, where nothing can be edited.
+        if (keepsOriginalLayout(await readPartitionTable(target.src), disk)) {
+          throw new RescueError(
+            'E_EDIT_NOT_APPLICABLE',
+            `${req.target} still holds this system's partitions where they were: the system is restored into them in place, and partitions are not edited then`,
+            'Leave out --fill/--shrink/--layout/--align/--new-ids to restore in place (other partitions of the disk stay), or restore to another disk.',
+          );
+        }
+      } else {
+        const inPlace = await restoreSystemInPlace(reader, disk, target.src, ctx, sbs);
+        if (inPlace !== undefined) {
+          return {
+            target: req.target,
+            mode: 'disk',
+            bytesWritten: inPlace,
+            seconds: (performance.now() - t0) / 1000,
+            warnings: [
+              ...warnings,
+              'restored into the partitions of the original layout; the other partitions of the disk were not touched',
+            ],
+          };
+        }
       }
     }
-    if (target.src.size < need) throw tooSmall(req.target, target.src.size, need, 'this disk image');
-    // Partitions that would end past the target (allowed only when their filesystem is smaller).
-    for (const p of table.partitions) {
-      if (p.start + p.size > target.src.size - gptTail) {
-        const r = dataRegions.find((x) => x.partition === p.number);
-        if (!r) continue;
-        p.size = Math.floor((target.src.size - gptTail - p.start) / MiB) * MiB;
-        warnings.push(
-          `partition ${p.number} was shortened to ${p.size} bytes to fit ${req.target}; its filesystem still fits`,
-        );
-      }
+    if (table.kind === 'none' && diskRegion && (edit.mode === 'fill' || edit.mode === 'shrink')) {
+      // A disk that is one filesystem (no table): it grows to, or shrinks into, the target.
+      const fit = await fitRegion(diskRegion, target.src.size, {
+        edit,
+        sectorBySector: sbs,
+        sectorSize: disk.source.sectorSize,
+        scratch: scratch.get,
+        write,
+        ctx,
+        where: req.target,
+        tooSmall: (n) => tooSmall(req.target, target.src.size, n, 'this disk image'),
+      });
+      const bytes = await writeFitted(fit, target.src, req.target, 0, target.src.size, ctx);
+      return {
+        target: req.target,
+        mode: 'disk',
+        bytesWritten: bytes,
+        seconds: (performance.now() - t0) / 1000,
+        warnings,
+      };
     }
+    let planned: DiskEdit | undefined;
+    if (planTable) {
+      planned = await planDiskEdit({
+        table,
+        regions,
+        targetPath: req.target,
+        targetSize: target.src.size,
+        edit,
+        sectorBySector: sbs,
+        ctx,
+        write,
+        scratch: scratch.get,
+        readRegion,
+      });
+      table = planned.plan.table;
+      // A plain copy only mentions what it had to change (a shortened last partition).
+      if (!isEditing(req.edit)) warnings.push(...planned.plan.notes);
+      if (edit.newIds) warnings.push(...newIdsWarnings(table.kind));
+    }
+    if ((!planned || diskRegion) && target.src.size < need)
+      throw tooSmall(req.target, target.src.size, need, 'this disk image');
     ctx.emit({
       type: 'phase',
       phase: 'layout',
@@ -560,22 +672,27 @@ async function restoreDisk(
       await target.src.write(ss, Buffer.alloc(33 * ss));
       await target.src.write(target.src.size - 33 * ss, Buffer.alloc(33 * ss));
     }
-    const diskRegion = regions.find((r) => r.kind === 'disk');
     if (diskRegion)
       written += await writeRegions(reader, target.src, [{ region: diskRegion, at: 0 }], ctx, sbs);
-    if (table.kind !== 'none') {
+    // A whole-disk copy onto a disk of the same size already holds its own table, byte for byte.
+    const tableCopied = diskRegion?.size === target.src.size && table === disk.table;
+    if (table.kind !== 'none' && !tableCopied) {
       const writes = await planPartitionTableWrite(target.src, table, { sectorSize: table.sectorSize });
       await applyDiskWrites(target.src, writes);
     }
-    ctx.emit({ type: 'phase', phase: 'restore', message: `Restoring ${dataRegions.length} partition(s)` });
-    const parts = dataRegions.filter((r) => r.kind === 'partition');
-    written += await writeRegions(
-      reader,
-      target.src,
-      parts.map((r) => ({ region: r, at: r.start })),
-      ctx,
-      sbs,
-    );
+    if (planned && !diskRegion) {
+      written += await writePlannedPartitions(planned, target.src, req.target, write, ctx, regions);
+    } else {
+      ctx.emit({ type: 'phase', phase: 'restore', message: `Restoring ${dataRegions.length} partition(s)` });
+      const parts = dataRegions.filter((r) => r.kind === 'partition');
+      written += await writeRegions(
+        reader,
+        target.src,
+        parts.map((r) => ({ region: r, at: r.start })),
+        ctx,
+        sbs,
+      );
+    }
     await target.src.sync();
     await rereadPartitions(req.target);
     return {
@@ -584,8 +701,33 @@ async function restoreDisk(
       bytesWritten: written,
       seconds: (performance.now() - t0) / 1000,
       warnings,
+      ...(planned && isEditing(req.edit) ? { plan: describePlan(planned.plan) } : {}),
     };
   });
+}
+
+/** The size of an existing target, or what a new image file would get. */
+async function existingSize(path: string, createSize: number): Promise<number> {
+  const st = await fsp.stat(path).catch(() => undefined);
+  if (!st) return createSize;
+  const src = await FileSource.open(path);
+  try {
+    return src.size;
+  } finally {
+    await src.close();
+  }
+}
+
+/** The disk still has the system's partitions exactly where they were (same table kind). */
+function keepsOriginalLayout(current: PartitionTable, disk: RestoreDisk): boolean {
+  if (current.kind !== disk.table.kind || current.sectorSize !== disk.table.sectorSize) return false;
+  const parts = disk.regions.filter((r) => r.kind === 'partition');
+  return (
+    parts.length > 0 &&
+    parts.every((r) =>
+      current.partitions.some((p) => p.number === r.partition && p.start === r.start && p.size === r.size),
+    )
+  );
 }
 
 /**
@@ -602,12 +744,8 @@ async function restoreSystemInPlace(
   sbs: boolean,
 ): Promise<number | undefined> {
   const current = await readPartitionTable(target);
-  if (current.kind !== disk.table.kind || current.sectorSize !== disk.table.sectorSize) return undefined;
+  if (!keepsOriginalLayout(current, disk)) return undefined;
   const parts = disk.regions.filter((r) => r.kind === 'partition');
-  const matches = parts.every((r) =>
-    current.partitions.some((p) => p.number === r.partition && p.start === r.start && p.size === r.size),
-  );
-  if (!matches || parts.length === 0) return undefined;
   ctx.emit({
     type: 'phase',
     phase: 'restore',
@@ -678,6 +816,8 @@ async function restoreIntoDisk(
   const need = regionNeed(region, !!req.sectorBySector);
   await assertSafeTarget(req.target, reader);
   const target = await openTarget(req.target, undefined);
+  const scratch = lazyScratch(req.edit?.scratch);
+  target.onClose = scratch.close;
   return usingTarget(target, async () => {
     const table = await readPartitionTable(target.src);
     if (table.kind === 'none') {
@@ -690,6 +830,7 @@ async function restoreIntoDisk(
     const source = disk.table.partitions.find((p) => p.number === region.partition);
     let at: number;
     let number: number;
+    let room: number;
     let newTable: PartitionTable | undefined;
     if (req.targetPartition !== undefined) {
       const p = table.partitions.find((x) => x.number === req.targetPartition);
@@ -700,9 +841,10 @@ async function restoreIntoDisk(
           '`rescue list` shows the partitions and their numbers.',
         );
       }
-      if (p.size < need)
+      if (p.size < need && req.edit?.mode !== 'shrink')
         throw tooSmall(`${req.target} partition ${p.number}`, p.size, need, `partition ${region.partition}`);
       at = p.start;
+      room = p.size;
       number = p.number;
       if (source && p.kind !== 'logical') {
         const type = convertType(source.type, disk.table.kind, table.kind);
@@ -720,9 +862,14 @@ async function restoreIntoDisk(
         table.kind === 'gpt'
           ? ((table.gpt?.lastUsableLba ?? Math.floor(target.src.size / ss) - 34) + 1) * ss
           : Math.min(target.src.size, 2 ** 32 * ss);
-      const size = Math.ceil(need / MiB) * MiB;
-      const gap = freeGaps(table.partitions, first, last).find((g) => g.size >= size);
-      if (!gap) {
+      let size = Math.ceil(need / MiB) * MiB;
+      const gaps = freeGaps(table.partitions, first, last);
+      let gap = gaps.find((g) => g.size >= size);
+      // --shrink: the largest gap, the filesystem shrunk into it; --fill: all of the gap.
+      if (!gap && req.edit?.mode === 'shrink' && gaps.length > 0)
+        gap = gaps.reduce((a, b) => (b.size > a.size ? b : a));
+      if (gap && (req.edit?.mode === 'fill' || gap.size < size)) size = Math.floor(gap.size / MiB) * MiB;
+      if (!gap || size <= 0) {
         throw new RescueError(
           'E_NO_FREE_SPACE',
           `${req.target} has no unallocated space of ${size} bytes for partition ${region.partition}`,
@@ -730,6 +877,7 @@ async function restoreIntoDisk(
         );
       }
       at = gap.start;
+      room = size;
       if (table.kind === 'gpt') {
         const used = new Set(table.partitions.map((p) => p.number));
         number = 1;
@@ -767,6 +915,18 @@ async function restoreIntoDisk(
       };
       newTable = { ...table, partitions: [...table.partitions, entry].sort((a, b) => a.number - b.number) };
     }
+    // Measured and shrunk (on scratch) before the table changes: a refusal leaves the disk as it was.
+    const fit = await fitRegion(region, room, {
+      edit: req.edit,
+      sectorBySector: !!req.sectorBySector,
+      sectorSize: table.sectorSize,
+      scratch: scratch.get,
+      write: regionWriter(reader, ctx, !!req.sectorBySector),
+      ctx,
+      where: `${req.target} partition ${number}`,
+      tooSmall: (n) =>
+        tooSmall(`${req.target} partition ${number}`, room, n, `partition ${region.partition}`),
+    });
     if (newTable)
       await applyDiskWrites(
         target.src,
@@ -777,7 +937,11 @@ async function restoreIntoDisk(
       phase: 'restore',
       message: `Restoring partition ${region.partition} into ${req.target} partition ${number}`,
     });
-    const bytes = await writeRegions(reader, target.src, [{ region, at }], ctx, !!req.sectorBySector);
+    const bytes = await writeFitted(fit, target.src, req.target, at, room, ctx, {
+      start: at,
+      sectorSize: table.sectorSize,
+      moved: at !== region.start,
+    });
     await rereadPartitions(req.target);
     return {
       target: req.target,
