@@ -10,7 +10,7 @@
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { isRescueError, RescueError } from '../errors.ts';
-import { type CheckOptions, checkImage } from './check.ts';
+import { type CheckOptions, checkImage, DAMAGE } from './check.ts';
 import { ImageReader, readImageHeader } from './reader.ts';
 import {
   type CheckProblem,
@@ -21,21 +21,6 @@ import {
   type PointType,
   RECORD_HEADER,
 } from './types.ts';
-
-/** Codes that mean "this point's files are damaged or incomplete" (not: wrong password). */
-const DAMAGE = new Set([
-  'E_NOT_AN_IMAGE',
-  'E_IMAGE_INCOMPLETE',
-  'E_VOLUME_MISSING',
-  'E_VOLUME_TRUNCATED',
-  'E_VOLUME_MISMATCH',
-  'E_HEADER_CORRUPT',
-  'E_TRAILER_CORRUPT',
-  'E_INDEX_CORRUPT',
-  'E_MANIFEST_CORRUPT',
-  'E_IMAGE_READ',
-  'E_FORMAT_VERSION',
-]);
 
 export interface ChainPoint {
   /** First volume file. */

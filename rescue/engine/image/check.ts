@@ -31,7 +31,7 @@ export interface CheckOptions {
 }
 
 /** Codes that mean "the image is damaged or incomplete": reported, not thrown. */
-const DAMAGE = new Set([
+export const DAMAGE = new Set([
   'E_NOT_AN_IMAGE',
   'E_IMAGE_INCOMPLETE',
   'E_VOLUME_MISSING',

@@ -215,7 +215,14 @@ class VolumeFiles {
  * reading the rest (chain discovery). Throws like open() for a file that is no finished image.
  */
 export async function readImageHeader(path: string): Promise<{ path: string; header: ImageHeader }> {
-  const { base } = await locate(path);
+  const { base, header } = await locateHeader(path);
+  return { path: base, header };
+}
+
+/** locate() plus the first volume's finished header. */
+async function locateHeader(path: string): Promise<{ base: string; volume: number; header: ImageHeader }> {
+  const named = await locate(path);
+  const base = named.base;
   let head: Buffer;
   try {
     head = await readHead(base, HEADER.SIZE);
@@ -225,7 +232,7 @@ export async function readImageHeader(path: string): Promise<{ path: string; hea
   const header = parseHeader(head, base);
   if (header.totalLength === 0 || header.volumeCount === 0)
     throw imageIncomplete(base, 'its header was never finalised (the backup did not finish)');
-  return { path: base, header };
+  return { ...named, header };
 }
 
 async function locate(path: string): Promise<{ base: string; volume: number }> {
@@ -326,18 +333,9 @@ export class ImageReader {
    * (then `entries` is empty or `manifest` is a stub).
    */
   static async openWith(path: string, opts: ImageReaderOptions, tolerant: boolean): Promise<ImageReader> {
-    const named = await locate(path);
-    const base = named.base;
+    const named = await locateHeader(path);
+    const { base, header } = named;
     const image = base;
-    let head: Buffer;
-    try {
-      head = await readHead(base, HEADER.SIZE);
-    } catch (e) {
-      throw imageRead(image, base, 0, (e as Error).message);
-    }
-    const header = parseHeader(head, image);
-    if (header.totalLength === 0 || header.volumeCount === 0)
-      throw imageIncomplete(image, 'its header was never finalised (the backup did not finish)');
     const layout = new VolumeLayout(header.volumeLimit);
     if (header.volumeLimit !== 0 && header.volumeLimit < HEADER.SIZE + VOLUME_HEADER.SIZE)
       throw headerCorrupt(image, `volume size limit ${header.volumeLimit}`);

@@ -9,10 +9,13 @@ import { type BlockSource, FileSource, SliceSource } from '../devices/source.ts'
 import { isRescueError, RescueError } from '../errors.ts';
 import {
   type Compression,
+  checkImage,
   type EncodedChunk,
+  type FinishResult,
   ImageWriter,
   type IndexEntry,
   isAllZero,
+  type ManifestInput,
   sha256Async,
   validateComment,
   validateImageName,
@@ -155,35 +158,20 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
       splitBytes: req.splitBytes,
       tool: req.tool,
     });
-    let finished: Awaited<ReturnType<ImageWriter['finish']>>;
     const regions = disks.flatMap((d) => d.regions);
     const total = regions.reduce((n, r) => n + r.usedBytes, 0);
-    try {
-      ctx.emit({ type: 'phase', phase: 'backup', message: `Copying ${total} bytes` });
-      const meter = new ProgressMeter(ctx, 'backup', total);
-      await copyRegions(disks, writer, meter, ctx.signal);
-      meter.finish();
-      ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
-      finished = await writer.finish({
-        format: 1,
+    const finished = await completeImage(writer, ctx, t0, total, {
+      message: `Copying ${total} bytes`,
+      copy: (meter) => copyRegions(disks, writer, meter, ctx.signal),
+      manifest: () => ({
         tool: req.tool,
-        created: new Date().toISOString(),
         kind: req.kind,
         name,
         comment: req.comment ?? '',
         options: { sectorBySector: !!req.sectorBySector },
         disks: disks.map((d) => manifestDisk(d)),
-        stats: {
-          usedBytes: total,
-          storedBytes: writer.bytesWritten,
-          chunks: 0,
-          seconds: (performance.now() - t0) / 1000,
-        },
-      });
-    } catch (e) {
-      await writer.abort().catch(() => {});
-      throw e;
-    }
+      }),
+    });
     const result: BackupResult = {
       imageId: writer.imageId.toString('hex'),
       firstFile: finished.firstFile,
@@ -194,28 +182,70 @@ export async function runBackup(req: BackupRequest, ctx: JobContext): Promise<Ba
       regions: regions.length,
       warnings,
     };
-    if (req.check) {
-      ctx.emit({ type: 'phase', phase: 'check', message: 'Checking the new image' });
-      const { checkImage } = await import('../image/index.ts');
-      const report = await checkImage(finished.firstFile, {
-        password: req.password,
-        signal: ctx.signal,
-        onProgress: () => {},
-      });
-      if (!report.ok) {
-        throw new RescueError(
-          'E_CHECK_FAILED',
-          `The new image ${finished.firstFile} did not pass its check: ${report.points
-            .flatMap((p) => p.problems.map((x) => x.message))
-            .slice(0, 3)
-            .join('; ')}`,
-          'The destination may be failing or full of errors: write the image to another disk.',
-        );
-      }
-    }
+    if (req.check) await checkNewImage(finished.firstFile, req.password, ctx);
     return result;
   } finally {
     for (const d of disks) await d.src.close().catch(() => {});
+  }
+}
+
+/**
+ * Fills a new image (`copy`, with a progress meter over `usedBytes`), then writes its index and
+ * manifest (stats filled in) and finalises it; on any failure its partial files are removed.
+ */
+export async function completeImage(
+  writer: ImageWriter,
+  ctx: JobContext,
+  t0: number,
+  usedBytes: number,
+  job: {
+    message: string;
+    phase?: string;
+    copy: (meter: ProgressMeter) => Promise<void>;
+    manifest: () => Omit<ManifestInput, 'format' | 'created' | 'stats'>;
+  },
+): Promise<FinishResult> {
+  const phase = job.phase ?? 'backup';
+  try {
+    ctx.emit({ type: 'phase', phase, message: job.message });
+    const meter = new ProgressMeter(ctx, phase, usedBytes);
+    await job.copy(meter);
+    meter.finish();
+    ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
+    return await writer.finish({
+      ...job.manifest(),
+      format: 1,
+      created: new Date().toISOString(),
+      stats: {
+        usedBytes,
+        storedBytes: writer.bytesWritten,
+        chunks: 0,
+        seconds: (performance.now() - t0) / 1000,
+      },
+    });
+  } catch (e) {
+    await writer.abort().catch(() => {});
+    throw e;
+  }
+}
+
+/** "Check the image after the backup" (manual 3.8): E_CHECK_FAILED unless every chunk verifies. */
+export async function checkNewImage(
+  file: string,
+  password: string | undefined,
+  ctx: JobContext,
+): Promise<void> {
+  ctx.emit({ type: 'phase', phase: 'check', message: `Checking ${file}` });
+  const report = await checkImage(file, { password, signal: ctx.signal });
+  if (!report.ok) {
+    throw new RescueError(
+      'E_CHECK_FAILED',
+      `The new image ${file} did not pass its check: ${report.points
+        .flatMap((p) => p.problems.map((x) => x.message))
+        .slice(0, 3)
+        .join('; ')}`,
+      'The destination may be failing or full of errors: write the image to another disk.',
+    );
   }
 }
 

@@ -8,7 +8,8 @@ import { promises as fsp } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { RescueError } from '../errors.ts';
 import { BackupChain, ENTRY_FLAGS, IMAGE_EXTENSION, ImageWriter, type IndexEntry } from '../image/index.ts';
-import { type JobContext, ProgressMeter } from './job.ts';
+import { completeImage } from './backup.ts';
+import type { JobContext } from './job.ts';
 
 export interface MergeRequest {
   /** Any file of the chain. */
@@ -80,69 +81,53 @@ export async function runMerge(req: MergeRequest, ctx: JobContext): Promise<Merg
     });
     const total = target.reader.entries.reduce((n, e) => n + e.rawLength, 0);
     const sameKeying = !writer.codec.encrypted;
-    let finished: Awaited<ReturnType<ImageWriter['finish']>>;
-    try {
-      ctx.emit({
-        type: 'phase',
-        phase: 'merge',
-        message: `Merging points ${merged.map((p) => p.sequence).join(', ')} into ${name}${IMAGE_EXTENSION}`,
-      });
-      const meter = new ProgressMeter(ctx, 'merge', total);
-      const reader = target.reader;
-      const pending: { entry: IndexEntry; data: Promise<{ raw: Buffer; payload: Buffer }> }[] = [];
-      const drain = async () => {
-        const { entry, data } = pending.shift()!;
-        const { raw, payload } = await data;
-        const flags = entry.flags & (ENTRY_FLAGS.ZERO | ENTRY_FLAGS.STORED_RAW);
-        // Verified above; an unencrypted payload is position-independent and is kept as it is.
-        const chunk = sameKeying
-          ? {
-              regionId: entry.regionId,
-              windowStart: entry.windowStart,
-              rawLength: raw.length,
-              flags,
-              sha256: entry.sha256,
-              payload,
-            }
-          : await writer.codec.encode(entry.regionId, entry.windowStart, raw, entry.sha256);
-        await writer.append(chunk);
-        meter.add(raw.length);
-      };
-      try {
-        for (const entry of reader.entries) {
-          ctx.signal.throwIfAborted();
-          const data = reader.readChunkStored(entry);
-          data.catch(() => {});
-          pending.push({ entry, data });
-          if (pending.length >= Math.max(4, Math.round(IN_FLIGHT_BYTES / reader.windowSize))) await drain();
+    const reader = target.reader;
+    const note = `merged from points ${merged.map((p) => p.sequence).join(', ')} of ${basename(full.path)} (point ${target.sequence} made ${m.created})`;
+    const finished = await completeImage(writer, ctx, t0, total, {
+      phase: 'merge',
+      message: `Merging points ${merged.map((p) => p.sequence).join(', ')} into ${name}${IMAGE_EXTENSION}`,
+      copy: async (meter) => {
+        const pending: { entry: IndexEntry; data: Promise<{ raw: Buffer; payload: Buffer }> }[] = [];
+        const drain = async () => {
+          const { entry, data } = pending.shift()!;
+          const { raw, payload } = await data;
+          const flags = entry.flags & (ENTRY_FLAGS.ZERO | ENTRY_FLAGS.STORED_RAW);
+          // Verified above; an unencrypted payload is position-independent and is kept as it is.
+          const chunk = sameKeying
+            ? {
+                regionId: entry.regionId,
+                windowStart: entry.windowStart,
+                rawLength: raw.length,
+                flags,
+                sha256: entry.sha256,
+                payload,
+              }
+            : await writer.codec.encode(entry.regionId, entry.windowStart, raw, entry.sha256);
+          await writer.append(chunk);
+          meter.add(raw.length);
+        };
+        try {
+          for (const entry of reader.entries) {
+            ctx.signal.throwIfAborted();
+            const data = reader.readChunkStored(entry);
+            data.catch(() => {});
+            pending.push({ entry, data });
+            if (pending.length >= Math.max(4, Math.round(IN_FLIGHT_BYTES / reader.windowSize))) await drain();
+          }
+          while (pending.length > 0) await drain();
+        } finally {
+          await Promise.allSettled(pending.map((p) => p.data));
         }
-        while (pending.length > 0) await drain();
-      } finally {
-        await Promise.allSettled(pending.map((p) => p.data));
-      }
-      meter.finish();
-      ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
-      const note = `merged from points ${merged.map((p) => p.sequence).join(', ')} of ${basename(full.path)} (point ${target.sequence} made ${m.created})`;
-      finished = await writer.finish({
-        format: 1,
+      },
+      manifest: () => ({
         tool: req.tool,
-        created: new Date().toISOString(),
         kind: m.kind,
         name: m.name,
         comment: [...(m.comment ? `${m.comment} — ${note}` : note)].slice(0, 1024).join(''),
         options: { sectorBySector: m.options.sectorBySector },
         disks: m.disks,
-        stats: {
-          usedBytes: total,
-          storedBytes: writer.bytesWritten,
-          chunks: 0,
-          seconds: (performance.now() - t0) / 1000,
-        },
-      });
-    } catch (e) {
-      await writer.abort().catch(() => {});
-      throw e;
-    }
+      }),
+    });
     return {
       firstFile: finished.firstFile,
       files: finished.files,

@@ -24,8 +24,8 @@ import {
 import { ImageWriter } from '../image/writer.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { PartitionTable } from '../partitions/types.ts';
-import { type BackupResult, copyRegions, type ReuseLookup } from './backup.ts';
-import { type JobContext, ProgressMeter } from './job.ts';
+import { type BackupResult, checkNewImage, completeImage, copyRegions, type ReuseLookup } from './backup.ts';
+import type { JobContext } from './job.ts';
 import { type PlannedRegion, planDiskRegions } from './regions.ts';
 import { examineSource, manifestDisk, type SourceDisk } from './sources.ts';
 
@@ -241,52 +241,19 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
       unchangedBytes += rawLength;
       return { ...e, flags: e.flags | ENTRY_FLAGS.OTHER_POINT, pointId: e.pointId || base.id };
     };
-    let finished: Awaited<ReturnType<ImageWriter['finish']>>;
-    try {
-      ctx.emit({
-        type: 'phase',
-        phase: 'backup',
-        message: `Comparing ${total} bytes with point ${base.sequence}`,
-      });
-      const meter = new ProgressMeter(ctx, 'backup', total);
-      await copyRegions(disks, writer, meter, ctx.signal, reuse);
-      meter.finish();
-      ctx.emit({ type: 'phase', phase: 'finish', message: 'Writing the index and closing the image' });
-      finished = await writer.finish({
-        format: 1,
+    const finished = await completeImage(writer, ctx, t0, total, {
+      message: `Comparing ${total} bytes with point ${base.sequence}`,
+      copy: (meter) => copyRegions(disks, writer, meter, ctx.signal, reuse),
+      manifest: () => ({
         tool: req.tool,
-        created: new Date().toISOString(),
         kind: m.kind,
         name: m.name,
         comment: req.comment ?? '',
         options: { sectorBySector: m.options.sectorBySector },
         disks: disks.map((d) => manifestDisk(d)),
-        stats: {
-          usedBytes: total,
-          storedBytes: writer.bytesWritten,
-          chunks: 0,
-          seconds: (performance.now() - t0) / 1000,
-        },
-      });
-    } catch (e) {
-      await writer.abort().catch(() => {});
-      throw e;
-    }
-    if (req.check) {
-      ctx.emit({ type: 'phase', phase: 'check', message: 'Checking the new point' });
-      const { checkImage } = await import('../image/index.ts');
-      const report = await checkImage(finished.firstFile, { password: req.password, signal: ctx.signal });
-      if (!report.ok) {
-        throw new RescueError(
-          'E_CHECK_FAILED',
-          `The new point ${finished.firstFile} did not pass its check: ${report.points
-            .flatMap((p) => p.problems.map((x) => x.message))
-            .slice(0, 3)
-            .join('; ')}`,
-          'The destination may be failing: make a new full backup on another disk.',
-        );
-      }
-    }
+      }),
+    });
+    if (req.check) await checkNewImage(finished.firstFile, req.password, ctx);
     return {
       imageId: writer.imageId.toString('hex'),
       firstFile: finished.firstFile,
