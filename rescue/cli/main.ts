@@ -22,6 +22,10 @@ Usage:
   rescue restore IMAGE --to TARGET|DISK:M | --to-free DISK [--point N|latest] [--partition N] [--disk N]
                [--password-file F] [--sector-by-sector] [--table mbr] --yes
       edit partitions: --fill | --shrink | --layout N=SIZE,… [--align] [--new-ids] [--scratch DIR]
+  rescue clone disk SRC TARGET [options] --yes
+  rescue clone partition SRC:N TARGET|TARGET:M | --to-free TARGET [options] --yes
+  rescue clone system SRC TARGET [options] --yes
+      options: --sector-by-sector  --no-verify  --allow-mounted  --json  and the edit-partitions options
   rescue merge IMAGE --to DIR [--name N] [--point N] --yes   full + incrementals → one new full image
   rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
   rescue info IMAGE [--point N] [--json] [--password-file F]
@@ -64,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/backup.ts')).backupCommand(rest, interruptSignal());
     case 'restore':
       return (await import('./commands/restore.ts')).restoreCommand(rest, interruptSignal());
+    case 'clone':
+      return (await import('./commands/clone.ts')).cloneCommand(rest, interruptSignal());
     case 'merge':
       return (await import('./commands/merge.ts')).mergeCommand(rest, interruptSignal());
     case 'check':

@@ -43,6 +43,7 @@ import {
 } from '../resize/edit.ts';
 import { describePlan, type EditOptions, newIdsWarnings } from '../resize/layout.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
+import { storageOverlap } from './storage-overlap.ts';
 
 /** Bytes of chunks read and verified ahead of the writes. */
 const IN_FLIGHT_BYTES = 24 * 1024 * 1024;
@@ -96,7 +97,11 @@ export interface RestoreSource {
   readonly files: string[];
   /** A short description for messages ("the image …", "the source disk …"). */
   readonly path: string;
+  /** A disk being cloned (not an image): a target reaching its bytes is refused as E_TARGET_IS_SOURCE. */
+  readonly live?: boolean;
   readChunk(entry: IndexEntry): Promise<Buffer>;
+  /** Told when a chunk from readChunk has been written and is not used any more (buffer reuse). */
+  release?(chunk: Buffer): void;
   readRegion(regionId: number, offset: number, length: number): Promise<Buffer>;
   close(): Promise<void>;
 }
@@ -226,6 +231,26 @@ async function usingTarget<T>(target: Target, fn: () => Promise<T>): Promise<T> 
 async function assertSafeTarget(targetPath: string, reader: RestoreSource): Promise<void> {
   const st = await fsp.stat(targetPath).catch(() => undefined);
   if (!st) return;
+  // The same bytes under another name: a device node, a partition of the disk (or the disk of a
+  // partition), a loop device over the file or partition.
+  for (const f of reader.files) {
+    const why = await storageOverlap(f, targetPath);
+    if (why && reader.live) {
+      throw new RescueError(
+        'E_TARGET_IS_SOURCE',
+        `Cannot clone onto the source: ${why}`,
+        'Choose a target disk other than the source (`rescue list` shows the disks).',
+        { source: f, target: targetPath },
+      );
+    }
+    if (why) {
+      throw new RescueError(
+        'E_TARGET_HOLDS_IMAGE',
+        `${targetPath} holds the image being restored: ${why}`,
+        'Copy the image to another disk first, or restore to another disk.',
+      );
+    }
+  }
   const real = await fsp.realpath(targetPath);
   for (const f of reader.files) {
     if ((await fsp.realpath(f).catch(() => f)) === real) {
@@ -397,6 +422,7 @@ async function writeRegions(
           'The image is damaged: run `rescue check` on it.',
         );
       }
+      reader.release?.(raw);
     };
     for (const entry of p.entries) {
       ctx.signal.throwIfAborted();

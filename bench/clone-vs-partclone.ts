@@ -1,0 +1,318 @@
+/**
+ * Issue #4's clone goal, measured against partclone's device-to-device mode in the same run.
+ *   cd /work/main && node_modules/.bin/node bench/clone-vs-partclone.ts
+ *     [--quick] [--repeat N] [--keep] [--fs ext4|ntfs] [--rescue OTHER-CHECKOUT]
+ *
+ * Builds a sparse ext4 and a sparse NTFS filesystem (4 GiB each, ~1.5 GiB of data; 1 GiB with
+ * --quick) with bench/lib.ts's volume builder (copies of /usr plus random files), then for each
+ * filesystem measures a partition → partition clone between two image files:
+ *   - ours: `rescue clone partition FSIMG TARGET --no-verify --yes` — like for like with the peer,
+ *     which does not verify — and the default, which reads the target back and compares it;
+ *   - the peer: `partclone.<fs> -b -s FSIMG -O TARGET` (device-to-device mode; it syncs the target);
+ *   - the floor: reading the used bytes and nothing else.
+ * Both sides write onto a sparse file of the source's size made before the clock starts and are
+ * timed from process start until the target is flushed. Every step runs N times (default 3; the
+ * order rotates), the best counts; page caches are dropped before every measured step (root).
+ * Throughput = bytes of used data (our used map) / seconds. Every clone is verified afterwards
+ * (sha256 of the used bytes against the source's, e2fsck -fn / ntfsfix -n, sample files' sha256 on
+ * a read-only mount): a benchmark of a broken clone is worthless.
+ *
+ * Not a test: it prints a table and PASS/MISS for the goal (ours ≥ 1.5× the peer's throughput),
+ * and exits 0 unless something is broken. Needs root, partclone, e2fsprogs, ntfs-3g; GNU time for
+ * peak RSS. Scratch: $RESCUE_BENCH_DIR, else the OS temp dir, else <repo>/.bench-tmp.
+ */
+import { spawnSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Extent } from '../rescue/engine/filesystems/extents.ts';
+import {
+  Broken,
+  type Built,
+  buildFs,
+  canDropCaches,
+  dropCaches,
+  type FsKind,
+  floor,
+  GiB,
+  hasGnuTime,
+  liveMounts,
+  MiB,
+  measure,
+  mountFs,
+  REPO,
+  scratchRoot,
+  sha256File,
+  type Timed,
+  tryRun,
+  usedDigest,
+  usedExtents,
+} from './lib.ts';
+
+const argv = process.argv.slice(2);
+const RESCUE_ROOT = argv.includes('--rescue') ? resolve(argv[argv.indexOf('--rescue') + 1]) : REPO;
+const CLI = join(RESCUE_ROOT, 'rescue/cli/main.ts');
+const NODE = process.execPath;
+const QUICK = argv.includes('--quick');
+const KEEP = argv.includes('--keep');
+const REPEAT = argv.includes('--repeat')
+  ? Math.max(1, Math.floor(Number(argv[argv.indexOf('--repeat') + 1])) || 1)
+  : QUICK
+    ? 1
+    : 3;
+const CONFIG = QUICK
+  ? { fsBytes: 1 * GiB, copyBudget: 200 * MiB, randomFiles: 1, randomFileBytes: 100 * MiB }
+  : { fsBytes: 4 * GiB, copyBudget: 1.2 * GiB, randomFiles: 3, randomFileBytes: 100 * MiB };
+/** Scratch at the peak: the source and three clones per filesystem (sparse: used bytes count). */
+const SCRATCH_NEEDED = QUICK ? 2 * GiB : 8 * GiB;
+const GOALS = { cloneSpeed: 1.5 } as const;
+
+interface FsResult {
+  fs: FsKind;
+  usedBytes: number;
+  peerUsedBytes?: number;
+  runs: number;
+  ours: Timed;
+  oursVerify: Timed;
+  peer: Timed;
+  floor: Timed;
+  checks: string[];
+  peerNotes: string[];
+}
+
+/** fsck, used bytes and sample files of a cloned filesystem; returns problems (empty = good). */
+async function verifyClone(
+  fs: FsKind,
+  cloned: string,
+  built: Built,
+  expectDigest: string,
+  extents: Extent[],
+  mnt: string,
+): Promise<{ problems: string[]; notes: string[] }> {
+  const problems: string[] = [];
+  const notes: string[] = [];
+  if ((await usedDigest(cloned, extents)) !== expectDigest)
+    problems.push('the used bytes differ from the source');
+  const fsck = fs === 'ext4' ? tryRun('e2fsck', ['-fn', cloned]) : tryRun('ntfsfix', ['-n', cloned]);
+  if (fsck.code !== 0 || /BAD|FAILED|corrupt/i.test(fsck.out)) {
+    const line = fsck.out
+      .split('\n')
+      .filter((l) => /BAD|FAILED|error|corrupt/i.test(l))
+      .slice(0, 2)
+      .join(' / ');
+    problems.push(`${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'}: exit ${fsck.code} ${line}`.trim());
+  }
+  const m = await mountFs(fs, cloned, mnt, true);
+  try {
+    let bad = 0;
+    for (const [rel, sum] of built.samples) {
+      const got = await sha256File(join(m.mnt, rel)).catch(() => 'unreadable');
+      if (got !== sum) bad++;
+    }
+    if (bad > 0) problems.push(`${bad} of ${built.samples.size} sample files differ`);
+    else notes.push(`${built.samples.size} sample files match`);
+  } finally {
+    await m.unmount();
+  }
+  return { problems, notes };
+}
+
+/** "Space in use: 1.6 GB = 390625 Blocks" and "Block size: 4096 Byte" from partclone's log. */
+async function partcloneUsed(log: string): Promise<number | undefined> {
+  const text = await fsp.readFile(log, 'utf8').catch(() => '');
+  const blocks = /Space in use:.*?=\s*(\d+)\s*Blocks/.exec(text);
+  const size = /Block size:\s*(\d+)\s*Byte/.exec(text);
+  return blocks && size ? Number(blocks[1]) * Number(size[1]) : undefined;
+}
+
+/** The fastest run; the highest peak RSS of all runs. */
+function best(runs: Timed[]): Timed {
+  const fastest = runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+  const rss = runs.map((r) => r.rssMiB).filter((x): x is number => x !== undefined);
+  return rss.length > 0 ? { ...fastest, rssMiB: Math.max(...rss) } : fastest;
+}
+
+/** A fresh sparse target of `size` bytes (made before the clock starts, for every side). */
+async function freshTarget(path: string, size: number): Promise<void> {
+  await fsp.rm(path, { force: true });
+  const h = await fsp.open(path, 'wx');
+  await h.truncate(size);
+  await h.close();
+}
+
+async function benchFs(fs: FsKind, work: string): Promise<FsResult> {
+  const dir = join(work, fs);
+  await fsp.mkdir(dir);
+  const say = (s: string) => process.stderr.write(`[${fs}] ${s}\n`);
+  say(`building a ${CONFIG.fsBytes / GiB} GiB filesystem…`);
+  const built = await buildFs(fs, dir, CONFIG);
+  const { img } = built;
+  const map = await usedExtents(img);
+  say(
+    `copied ${(built.copiedBytes / MiB).toFixed(0)} MiB of /usr + ${(CONFIG.randomFiles * CONFIG.randomFileBytes) / MiB} MiB random; used map ${(map.usedBytes / GiB).toFixed(2)} GiB`,
+  );
+  const sourceDigest = await usedDigest(img, map.extents);
+  const tool = fs === 'ext4' ? 'partclone.extfs' : 'partclone.ntfs';
+  const logs = join(dir, 'logs');
+  await fsp.mkdir(logs);
+  const pcLog = join(logs, 'partclone.log');
+  const targets = {
+    ours: join(dir, 'clone-ours.img'),
+    oursVerify: join(dir, 'clone-ours-verify.img'),
+    peer: join(dir, 'clone-peer.img'),
+  };
+  const steps: Record<keyof typeof targets, (run: number) => Promise<Timed>> = {
+    ours: async (run) => {
+      say(`our clone --no-verify (${run + 1}/${REPEAT})…`);
+      await freshTarget(targets.ours, CONFIG.fsBytes);
+      dropCaches();
+      return measure(NODE, [CLI, 'clone', 'partition', img, targets.ours, '--no-verify', '--yes'], {
+        log: join(logs, `ours-${run}.log`),
+      });
+    },
+    oursVerify: async (run) => {
+      say(`our clone, verified (${run + 1}/${REPEAT})…`);
+      await freshTarget(targets.oursVerify, CONFIG.fsBytes);
+      dropCaches();
+      return measure(NODE, [CLI, 'clone', 'partition', img, targets.oursVerify, '--yes'], {
+        log: join(logs, `ours-verify-${run}.log`),
+      });
+    },
+    peer: async (run) => {
+      say(`${tool} -b (${run + 1}/${REPEAT})…`);
+      await freshTarget(targets.peer, CONFIG.fsBytes);
+      dropCaches();
+      return measure(tool, ['-b', '-L', pcLog, '-s', img, '-O', targets.peer], {
+        log: join(logs, `peer-${run}.log`),
+      });
+    },
+  };
+  const runs: Record<keyof typeof targets, Timed[]> = { ours: [], oursVerify: [], peer: [] };
+  const order = ['ours', 'peer', 'oursVerify'] as const;
+  for (let run = 0; run < REPEAT; run++) {
+    // The order rotates per run and filesystem: no side always meets another's leftovers.
+    const shift = (run + (fs === 'ext4' ? 0 : 1)) % order.length;
+    for (const k of [...order.slice(shift), ...order.slice(0, shift)]) runs[k].push(await steps[k](run));
+  }
+  say('floor: reading the used bytes…');
+  const floorRuns: Timed[] = [];
+  for (let run = 0; run < REPEAT; run++) {
+    dropCaches();
+    floorRuns.push(await floor(img, map.extents));
+  }
+
+  say('verifying the clones…');
+  const mnt = join(dir, 'check.mnt');
+  const checks: string[] = [];
+  for (const [what, target] of [
+    ['--no-verify', targets.ours],
+    ['verified', targets.oursVerify],
+  ] as const) {
+    const v = await verifyClone(fs, target, built, sourceDigest, map.extents, mnt);
+    if (v.problems.length > 0)
+      throw new Broken(`${fs}: our clone (${what}) is broken: ${v.problems.join('; ')}`);
+    checks.push(
+      `ours ${what}: used bytes identical, ${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'} clean, ${v.notes.join(', ')}`,
+    );
+  }
+  const pv = await verifyClone(fs, targets.peer, built, sourceDigest, map.extents, mnt);
+  if (pv.problems.some((x) => /sample files differ/.test(x)))
+    throw new Broken(`${fs}: the peer's clone is broken: ${pv.problems.join('; ')}`);
+
+  const result: FsResult = {
+    fs,
+    usedBytes: map.usedBytes,
+    peerUsedBytes: await partcloneUsed(pcLog),
+    runs: REPEAT,
+    ours: best(runs.ours),
+    oursVerify: best(runs.oursVerify),
+    peer: best(runs.peer),
+    floor: best(floorRuns),
+    checks,
+    peerNotes: [...pv.problems, ...pv.notes],
+  };
+  if (!KEEP) await fsp.rm(dir, { recursive: true, force: true });
+  return result;
+}
+
+function report(results: FsResult[]): void {
+  const col = 28;
+  const rows: [string, ...string[]][] = [];
+  const row = (label: string, f: (r: FsResult) => string) => rows.push([label, ...results.map(f)]);
+  const mbps = (r: FsResult, t: Timed) => (r.usedBytes / 1e6 / t.seconds).toFixed(0);
+  const speed = (r: FsResult, t: Timed) => `${t.seconds.toFixed(1)} s  ${mbps(r, t)} MB/s`;
+  const rss = (t: Timed) => (t.rssMiB === undefined ? '?' : `${t.rssMiB.toFixed(0)} MiB`);
+  const ratio = (r: FsResult, t: Timed, goal: boolean) => {
+    const x = r.peer.seconds / t.seconds;
+    return `${x.toFixed(2)}×${goal ? `  ${x >= GOALS.cloneSpeed ? 'PASS' : 'MISS'}` : ''}`;
+  };
+  row('used data (our map)', (r) => `${(r.usedBytes / GiB).toFixed(2)} GiB`);
+  row('used data (partclone)', (r) => (r.peerUsedBytes ? `${(r.peerUsedBytes / GiB).toFixed(2)} GiB` : '?'));
+  row('runs (best of; order rotates)', (r) => String(r.runs));
+  row('clone ours --no-verify', (r) => speed(r, r.ours));
+  row('clone peer: partclone -b', (r) => speed(r, r.peer));
+  row(`speed ours/peer ≥${GOALS.cloneSpeed} (like for like)`, (r) => ratio(r, r.ours, true));
+  row('clone ours, verified (default)', (r) => speed(r, r.oursVerify));
+  row('  speed verified/peer', (r) => ratio(r, r.oursVerify, false));
+  row('  cost of the read-back', (r) => `+${(r.oursVerify.seconds - r.ours.seconds).toFixed(1)} s`);
+  row('  floor: read used bytes', (r) => speed(r, r.floor));
+  row('peak RSS ours', (r) => `${rss(r.ours)} (verified ${rss(r.oursVerify)})`);
+  row('peak RSS peer', (r) => rss(r.peer));
+  const labelWidth = Math.max(...rows.map((r) => r[0].length)) + 2;
+  const out = [
+    `${''.padEnd(labelWidth)}${results.map((r) => r.fs.padEnd(col)).join('')}`,
+    ...rows.map(
+      ([label, ...cells]) => `${label.padEnd(labelWidth)}${cells.map((c) => c.padEnd(col)).join('')}`,
+    ),
+  ];
+  process.stdout.write(`\n${out.join('\n')}\n\n`);
+  for (const r of results) {
+    process.stdout.write(`${r.fs}: ${r.checks.join('; ')}\n`);
+    process.stdout.write(`${r.fs}: peer clone — ${r.peerNotes.join(', ')}\n`);
+  }
+  process.stdout.write(
+    `MB/s are of used data (10^6 bytes/s). Page caches ${canDropCaches ? 'dropped before every measured step' : 'NOT dropped (no permission)'}. ` +
+      `Peak RSS by ${hasGnuTime ? 'GNU time (max RSS)' : 'polling VmHWM'}. ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(2)} at the end` +
+      ` (other work on the machine skews both sides). ${QUICK ? 'QUICK run (1 GiB filesystems): smoke test only.' : ''}\n`,
+  );
+}
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('clone-vs-partclone: needs root (loop mounts, FUSE, drop_caches)\n');
+    return 1;
+  }
+  for (const tool of ['partclone.extfs', 'partclone.ntfs', 'mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+      process.stderr.write(`clone-vs-partclone: ${tool} is missing (sh scripts/host-setup.sh)\n`);
+      return 1;
+    }
+  }
+  const root = scratchRoot(SCRATCH_NEEDED);
+  await fsp.mkdir(root, { recursive: true });
+  const work = await fsp.mkdtemp(join(root, 'rescue-clone-bench-'));
+  process.stderr.write(`rescue: ${RESCUE_ROOT}; scratch: ${work}\n`);
+  try {
+    const results: FsResult[] = [];
+    const only = argv.includes('--fs')
+      ? [argv[argv.indexOf('--fs') + 1] as FsKind]
+      : (['ext4', 'ntfs'] as const);
+    for (const fs of only) results.push(await benchFs(fs, work));
+    report(results);
+    return 0;
+  } finally {
+    for (const m of [...liveMounts]) await m.unmount().catch(() => {});
+    if (!KEEP) await fsp.rm(work, { recursive: true, force: true });
+    else process.stderr.write(`kept ${work}\n`);
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`clone-vs-partclone: ${e instanceof Broken ? e.message : (e as Error).stack}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,122 @@
+/**
+ * rescue clone disk SRC TARGET
+ * rescue clone partition SRC:N TARGET | TARGET:M | --to-free TARGET
+ * rescue clone system SRC TARGET
+ *   [--sector-by-sector] [--no-verify] [--allow-mounted]
+ *   [--fill | --shrink | --layout SPEC] [--align] [--new-ids] [--scratch DIR] [--json] --yes
+ */
+import { stat } from 'node:fs/promises';
+import { type CloneRequest, runClone } from '../../engine/jobs/clone.ts';
+import { parseCommand, parseDiskPartition } from '../args.ts';
+import { confirmTyped } from '../confirm.ts';
+import { describeEditOptions, EDIT_OPTIONS, parseEditOptions } from '../edit-options.ts';
+import { formatBytes, UsageError } from '../output.ts';
+import { createReporter } from '../progress.ts';
+import { TOOL } from '../version.ts';
+import { describeTarget } from './restore.ts';
+
+const OPTIONS = {
+  'to-free': { type: 'string' },
+  'sector-by-sector': { type: 'boolean' },
+  verify: { type: 'boolean' },
+  'no-verify': { type: 'boolean' },
+  'allow-mounted': { type: 'boolean' },
+  ...EDIT_OPTIONS,
+  json: { type: 'boolean' },
+  yes: { type: 'boolean' },
+  no: { type: 'boolean' },
+} as const;
+
+/**
+ * DISK:N → disk and partition; a path that exists as given is never split ("/dev/disk/by-id/x:1"
+ * style names exist).
+ */
+async function diskAndPartition(text: string): Promise<{ disk: string; partition?: number }> {
+  const { disk, partition } = parseDiskPartition(text);
+  if (partition === undefined || (await stat(text).catch(() => undefined))) return { disk: text };
+  return { disk, partition };
+}
+
+export async function cloneCommand(argv: string[], signal: AbortSignal): Promise<number> {
+  const [kind, ...rest] = argv;
+  if (kind !== 'disk' && kind !== 'partition' && kind !== 'system') {
+    throw new UsageError('say what to clone: rescue clone disk|partition|system SOURCE TARGET');
+  }
+  const parsed = parseCommand(rest, OPTIONS);
+  const v = parsed.values;
+  const pos = parsed.positionals;
+  if (v.verify && v['no-verify']) throw new UsageError('--verify and --no-verify contradict each other');
+  if (v['to-free'] !== undefined && kind !== 'partition')
+    throw new UsageError('--to-free is for partition clones: rescue clone partition SRC:N --to-free DISK');
+  const wanted = v['to-free'] !== undefined ? 1 : 2;
+  if (pos.length !== wanted) {
+    throw new UsageError(
+      kind === 'partition'
+        ? 'rescue clone partition takes SRC:N and a TARGET (a partition, DISK:M, or --to-free DISK)'
+        : `rescue clone ${kind} takes a SOURCE disk and a TARGET disk`,
+    );
+  }
+  const req: CloneRequest = {
+    kind,
+    source: pos[0],
+    target: v['to-free'] ?? pos[1],
+    sectorBySector: !!v['sector-by-sector'],
+    allowMounted: !!v['allow-mounted'],
+    verify: !v['no-verify'],
+    edit: parseEditOptions(v),
+    tool: TOOL,
+  };
+  if (kind === 'partition') {
+    const src = await diskAndPartition(pos[0]);
+    req.source = src.disk;
+    req.sourcePartition = src.partition;
+    if (v['to-free'] !== undefined) {
+      req.toFree = true;
+    } else {
+      const to = await diskAndPartition(pos[1]);
+      req.target = to.disk;
+      req.targetPartition = to.partition;
+    }
+  }
+  const what =
+    req.targetPartition !== undefined
+      ? `partition ${req.targetPartition} of this disk will be overwritten`
+      : req.toFree
+        ? 'a new partition will be created in its free space'
+        : 'this will be overwritten';
+  const from =
+    kind === 'system'
+      ? `the system partitions of ${req.source}`
+      : req.sourcePartition !== undefined
+        ? `partition ${req.sourcePartition} of ${req.source}`
+        : req.source;
+  // Edit partitions: the planned layout is part of what is confirmed (refusals come here already).
+  let plan = '';
+  if (req.edit) {
+    const preview = await runClone({ ...req, preview: true }, { signal, emit: () => {} });
+    const lines = preview.plan ?? [];
+    plan = `\n  partitions: ${describeEditOptions(req.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
+  }
+  await confirmTyped(
+    `Clone ${from}${req.sectorBySector ? ' sector by sector' : ''}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.${plan}`,
+    'yes',
+    { yes: v.yes, no: v.no, json: v.json },
+  );
+  const reporter = createReporter({ json: !!v.json, signal });
+  try {
+    const r = await runClone(req, reporter);
+    reporter.close();
+    if (v.json) {
+      process.stderr.write(`${JSON.stringify({ type: 'done', ...r })}\n`);
+      return 0;
+    }
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+    const checked = r.verifiedBytes > 0 ? `; read back and verified in ${r.verifySeconds.toFixed(1)} s` : '';
+    process.stderr.write(
+      `Cloned ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s${checked}\n`,
+    );
+    return 0;
+  } finally {
+    reporter.close();
+  }
+}
