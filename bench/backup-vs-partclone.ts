@@ -25,38 +25,33 @@
  * (polls /proc/PID/status VmHWM otherwise). Scratch space: $RESCUE_BENCH_DIR, else the OS temp
  * dir, else <repo>/.bench-tmp — whichever has room; removed at the end unless --keep.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Extent } from '../rescue/engine/filesystems/extents.ts';
 import {
   Broken,
-  type Built,
   buildFs,
   canDropCaches,
   dropCaches,
   type FsKind,
-  firstDifference,
   floor,
   forEachUsedWindow,
   GiB,
   hasGnuTime,
   imageFilesBytes,
-  liveMounts,
   MiB,
   measure,
-  mountFs,
   must,
   q,
   REPO,
-  scratchRoot,
-  sha256File,
+  runBench,
   type Timed,
   timedShell,
-  tryRun,
   usedDigest,
   usedExtents,
+  verifyCopy,
   waitExit,
 } from './lib.ts';
 
@@ -116,49 +111,6 @@ async function bound(img: string, extents: Extent[], out: string): Promise<Timed
   if (code !== 0) throw new Broken(`zstd (bound) exited with ${code}`);
   must('sync', [out]);
   return { seconds: (performance.now() - t0) / 1000, bytes: (await fsp.stat(out)).size };
-}
-
-/** fsck and sample files of a restored filesystem; returns problems (empty = good). */
-async function verifyRestore(
-  fs: FsKind,
-  restored: string,
-  built: Built,
-  expectDigest: string,
-  extents: Extent[],
-  mnt: string,
-): Promise<{ problems: string[]; notes: string[] }> {
-  const problems: string[] = [];
-  const notes: string[] = [];
-  const digest = await usedDigest(restored, extents);
-  if (digest !== expectDigest) {
-    const at = await firstDifference(built.img, restored, extents);
-    const size = (await fsp.stat(built.img)).size;
-    const lastSector = at !== undefined && at >= size - 512;
-    const what = fs === 'ntfs' ? 'the last sector: the NTFS backup boot sector' : 'the last sector';
-    problems.push(`the used bytes differ from the source from byte ${at}${lastSector ? ` (${what})` : ''}`);
-  }
-  const fsck = fs === 'ext4' ? tryRun('e2fsck', ['-fn', restored]) : tryRun('ntfsfix', ['-n', restored]);
-  if (fsck.code !== 0 || /BAD|FAILED|corrupt/i.test(fsck.out)) {
-    const line = fsck.out
-      .split('\n')
-      .filter((l) => /BAD|FAILED|error|corrupt/i.test(l))
-      .slice(0, 2)
-      .join(' / ');
-    problems.push(`${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'}: exit ${fsck.code} ${line}`.trim());
-  }
-  const m = await mountFs(fs, restored, mnt, true);
-  try {
-    let bad = 0;
-    for (const [rel, sum] of built.samples) {
-      const got = await sha256File(join(m.mnt, rel)).catch(() => 'unreadable');
-      if (got !== sum) bad++;
-    }
-    if (bad > 0) problems.push(`${bad} of ${built.samples.size} sample files differ`);
-    else notes.push(`${built.samples.size} sample files match`);
-  } finally {
-    await m.unmount();
-  }
-  return { problems, notes };
 }
 
 function partcloneTool(fs: FsKind): string {
@@ -319,9 +271,9 @@ async function benchFs(fs: FsKind, work: string): Promise<FsResult> {
   const restores = await pairs(REPEAT, oursFirst, oursRestore, peerRestore);
 
   say('verifying both restores…');
-  const ov = await verifyRestore(fs, oursRestored, built, sourceDigest, map.extents, join(dir, 'check.mnt'));
+  const ov = await verifyCopy(fs, oursRestored, built, sourceDigest, map.extents, join(dir, 'check.mnt'));
   if (ov.problems.length > 0) throw new Broken(`${fs}: our restore is broken: ${ov.problems.join('; ')}`);
-  const pv = await verifyRestore(fs, peerRestored, built, sourceDigest, map.extents, join(dir, 'check.mnt'));
+  const pv = await verifyCopy(fs, peerRestored, built, sourceDigest, map.extents, join(dir, 'check.mnt'));
   const peerNotes = [...pv.problems];
   if (pv.problems.some((p) => /sample files differ/.test(p)))
     throw new Broken(`${fs}: the peer's restore is broken: ${pv.problems.join('; ')}`);
@@ -432,41 +384,19 @@ function report(results: FsResult[]): void {
 
 // ————————————————————————————————————————— main
 
-async function main(): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('backup-vs-partclone: needs root (loop mounts, FUSE, drop_caches)\n');
-    return 1;
-  }
-  for (const tool of ['partclone.extfs', 'partclone.ntfs', 'zstd', 'mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
-      process.stderr.write(`backup-vs-partclone: ${tool} is missing (sh scripts/host-setup.sh)\n`);
-      return 1;
-    }
-  }
-  const root = scratchRoot(SCRATCH_NEEDED);
-  await fsp.mkdir(root, { recursive: true });
-  const work = await fsp.mkdtemp(join(root, 'rescue-bench-'));
-  process.stderr.write(
-    `rescue: ${RESCUE_ROOT}; scratch: ${work}; ${process.env.UV_THREADPOOL_SIZE ? `UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE}` : 'default thread pool'}\n`,
-  );
-  try {
+runBench(
+  'backup-vs-partclone',
+  {
+    needed: SCRATCH_NEEDED,
+    keep: KEEP,
+    tools: ['partclone.extfs', 'partclone.ntfs', 'zstd', 'mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g'],
+  },
+  async (work) => {
+    process.stderr.write(
+      `rescue: ${RESCUE_ROOT}; scratch: ${work}; ${process.env.UV_THREADPOOL_SIZE ? `UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE}` : 'default thread pool'}\n`,
+    );
     const results: FsResult[] = [];
     for (const fs of ['ext4', 'ntfs'] as const) results.push(await benchFs(fs, work));
     report(results);
-    return 0;
-  } finally {
-    for (const m of [...liveMounts]) await m.unmount().catch(() => {});
-    if (!KEEP) await fsp.rm(work, { recursive: true, force: true });
-    else process.stderr.write(`kept ${work}\n`);
-  }
-}
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`backup-vs-partclone: ${e instanceof Broken ? e.message : (e as Error).stack}\n`);
-    process.exitCode = 1;
   },
 );

@@ -1,34 +1,8 @@
-/**
- * Issue #4's clone goal, measured against partclone's device-to-device mode in the same run.
- *   cd /work/main && node_modules/.bin/node bench/clone-vs-partclone.ts
- *     [--quick] [--repeat N] [--keep] [--fs ext4|ntfs] [--rescue OTHER-CHECKOUT]
- *
- * Builds a sparse ext4 and a sparse NTFS filesystem (4 GiB each, ~1.5 GiB of data; 1 GiB with
- * --quick) with bench/lib.ts's volume builder (copies of /usr plus random files), then for each
- * filesystem measures a partition → partition clone between two image files:
- *   - ours: `rescue clone partition FSIMG TARGET --no-verify --yes` — like for like with the peer,
- *     which does not verify — and the default, which reads the target back and compares it;
- *   - the peer: `partclone.<fs> -b -s FSIMG -O TARGET` (device-to-device mode; it syncs the target);
- *   - the floor: reading the used bytes and nothing else.
- * Both sides write onto a sparse file of the source's size made before the clock starts and are
- * timed from process start until the target is flushed. Every step runs N times (default 3; the
- * order rotates), the best counts; page caches are dropped before every measured step (root).
- * Throughput = bytes of used data (our used map) / seconds. Every clone is verified afterwards
- * (sha256 of the used bytes against the source's, e2fsck -fn / ntfsfix -n, sample files' sha256 on
- * a read-only mount): a benchmark of a broken clone is worthless.
- *
- * Not a test: it prints a table and PASS/MISS for the goal (ours ≥ 1.5× the peer's throughput),
- * and exits 0 unless something is broken. Needs root, partclone, e2fsprogs, ntfs-3g; GNU time for
- * peak RSS. Scratch: $RESCUE_BENCH_DIR, else the OS temp dir, else <repo>/.bench-tmp.
- */
-import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Extent } from '../rescue/engine/filesystems/extents.ts';
 import {
   Broken,
-  type Built,
   buildFs,
   canDropCaches,
   dropCaches,
@@ -36,17 +10,14 @@ import {
   floor,
   GiB,
   hasGnuTime,
-  liveMounts,
   MiB,
   measure,
-  mountFs,
   REPO,
-  scratchRoot,
-  sha256File,
+  runBench,
   type Timed,
-  tryRun,
   usedDigest,
   usedExtents,
+  verifyCopy,
 } from './lib.ts';
 
 const argv = process.argv.slice(2);
@@ -78,43 +49,6 @@ interface FsResult {
   floor: Timed;
   checks: string[];
   peerNotes: string[];
-}
-
-/** fsck, used bytes and sample files of a cloned filesystem; returns problems (empty = good). */
-async function verifyClone(
-  fs: FsKind,
-  cloned: string,
-  built: Built,
-  expectDigest: string,
-  extents: Extent[],
-  mnt: string,
-): Promise<{ problems: string[]; notes: string[] }> {
-  const problems: string[] = [];
-  const notes: string[] = [];
-  if ((await usedDigest(cloned, extents)) !== expectDigest)
-    problems.push('the used bytes differ from the source');
-  const fsck = fs === 'ext4' ? tryRun('e2fsck', ['-fn', cloned]) : tryRun('ntfsfix', ['-n', cloned]);
-  if (fsck.code !== 0 || /BAD|FAILED|corrupt/i.test(fsck.out)) {
-    const line = fsck.out
-      .split('\n')
-      .filter((l) => /BAD|FAILED|error|corrupt/i.test(l))
-      .slice(0, 2)
-      .join(' / ');
-    problems.push(`${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'}: exit ${fsck.code} ${line}`.trim());
-  }
-  const m = await mountFs(fs, cloned, mnt, true);
-  try {
-    let bad = 0;
-    for (const [rel, sum] of built.samples) {
-      const got = await sha256File(join(m.mnt, rel)).catch(() => 'unreadable');
-      if (got !== sum) bad++;
-    }
-    if (bad > 0) problems.push(`${bad} of ${built.samples.size} sample files differ`);
-    else notes.push(`${built.samples.size} sample files match`);
-  } finally {
-    await m.unmount();
-  }
-  return { problems, notes };
 }
 
 /** "Space in use: 1.6 GB = 390625 Blocks" and "Block size: 4096 Byte" from partclone's log. */
@@ -208,14 +142,14 @@ async function benchFs(fs: FsKind, work: string): Promise<FsResult> {
     ['--no-verify', targets.ours],
     ['verified', targets.oursVerify],
   ] as const) {
-    const v = await verifyClone(fs, target, built, sourceDigest, map.extents, mnt);
+    const v = await verifyCopy(fs, target, built, sourceDigest, map.extents, mnt);
     if (v.problems.length > 0)
       throw new Broken(`${fs}: our clone (${what}) is broken: ${v.problems.join('; ')}`);
     checks.push(
       `ours ${what}: used bytes identical, ${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'} clean, ${v.notes.join(', ')}`,
     );
   }
-  const pv = await verifyClone(fs, targets.peer, built, sourceDigest, map.extents, mnt);
+  const pv = await verifyCopy(fs, targets.peer, built, sourceDigest, map.extents, mnt);
   if (pv.problems.some((x) => /sample files differ/.test(x)))
     throw new Broken(`${fs}: the peer's clone is broken: ${pv.problems.join('; ')}`);
 
@@ -277,42 +211,20 @@ function report(results: FsResult[]): void {
   );
 }
 
-async function main(): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('clone-vs-partclone: needs root (loop mounts, FUSE, drop_caches)\n');
-    return 1;
-  }
-  for (const tool of ['partclone.extfs', 'partclone.ntfs', 'mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
-      process.stderr.write(`clone-vs-partclone: ${tool} is missing (sh scripts/host-setup.sh)\n`);
-      return 1;
-    }
-  }
-  const root = scratchRoot(SCRATCH_NEEDED);
-  await fsp.mkdir(root, { recursive: true });
-  const work = await fsp.mkdtemp(join(root, 'rescue-clone-bench-'));
-  process.stderr.write(`rescue: ${RESCUE_ROOT}; scratch: ${work}\n`);
-  try {
-    const results: FsResult[] = [];
-    const only = argv.includes('--fs')
-      ? [argv[argv.indexOf('--fs') + 1] as FsKind]
-      : (['ext4', 'ntfs'] as const);
-    for (const fs of only) results.push(await benchFs(fs, work));
-    report(results);
-    return 0;
-  } finally {
-    for (const m of [...liveMounts]) await m.unmount().catch(() => {});
-    if (!KEEP) await fsp.rm(work, { recursive: true, force: true });
-    else process.stderr.write(`kept ${work}\n`);
-  }
-}
-
-main().then(
-  (code) => {
-    process.exitCode = code;
+runBench(
+  'clone-vs-partclone',
+  {
+    needed: SCRATCH_NEEDED,
+    keep: KEEP,
+    tools: ['partclone.extfs', 'partclone.ntfs', 'mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g'],
   },
-  (e: unknown) => {
-    process.stderr.write(`clone-vs-partclone: ${e instanceof Broken ? e.message : (e as Error).stack}\n`);
-    process.exitCode = 1;
+  async (work) => {
+    process.stderr.write(`rescue: ${RESCUE_ROOT}; scratch: ${work}\n`);
+    const results: FsResult[] = [];
+    for (const fs of argv.includes('--fs')
+      ? [argv[argv.indexOf('--fs') + 1] as FsKind]
+      : (['ext4', 'ntfs'] as const))
+      results.push(await benchFs(fs, work));
+    report(results);
   },
 );

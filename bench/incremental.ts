@@ -25,13 +25,12 @@ import {
   type FsKind,
   GiB,
   hasGnuTime,
-  liveMounts,
   MiB,
   measure,
   mountFs,
   must,
   REPO,
-  scratchRoot,
+  runBench,
   type Timed,
   tryRun,
   usedDigest,
@@ -214,32 +213,12 @@ function report(results: Result[]): void {
   );
 }
 
-async function main(): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('incremental: needs root (loop mounts, FUSE, drop_caches)\n');
-    return 1;
-  }
-  const root = scratchRoot(QUICK ? 4 * GiB : 12 * GiB);
-  await fsp.mkdir(root, { recursive: true });
-  const work = await fsp.mkdtemp(join(root, 'rescue-bench-inc-'));
-  try {
+runBench(
+  'incremental',
+  { needed: QUICK ? 4 * GiB : 12 * GiB, keep: KEEP, tools: ['mkfs.ext4', 'mkfs.ntfs', 'ntfs-3g'] },
+  async (work) => {
     const results: Result[] = [];
     for (const fs of ['ext4', 'ntfs'] as const) results.push(await benchFs(fs, work));
     report(results);
-    return 0;
-  } finally {
-    for (const m of [...liveMounts]) await m.unmount().catch(() => {});
-    if (!KEEP) await fsp.rm(work, { recursive: true, force: true });
-    else process.stderr.write(`kept ${work}\n`);
-  }
-}
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`incremental: ${e instanceof Broken ? e.message : (e as Error).stack}\n`);
-    process.exitCode = 1;
   },
 );

@@ -440,3 +440,93 @@ export function scratchRoot(needed: number): string {
     `no scratch space with ${needed / GiB} GiB free among ${candidates.join(', ')}; set RESCUE_BENCH_DIR`,
   );
 }
+
+/**
+ * A copy or cloned filesystem against its source: used bytes (sha256; where they first differ),
+ * its fsck, and the sample files' sha256 on a read-only mount. Returns problems (empty = good).
+ */
+export async function verifyCopy(
+  fs: FsKind,
+  copy: string,
+  built: Built,
+  expectDigest: string,
+  extents: Extent[],
+  mnt: string,
+): Promise<{ problems: string[]; notes: string[] }> {
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const digest = await usedDigest(copy, extents);
+  if (digest !== expectDigest) {
+    const at = await firstDifference(built.img, copy, extents);
+    const size = (await fsp.stat(built.img)).size;
+    const lastSector = at !== undefined && at >= size - 512;
+    const what = fs === 'ntfs' ? 'the last sector: the NTFS backup boot sector' : 'the last sector';
+    problems.push(`the used bytes differ from the source from byte ${at}${lastSector ? ` (${what})` : ''}`);
+  }
+  const fsck = fs === 'ext4' ? tryRun('e2fsck', ['-fn', copy]) : tryRun('ntfsfix', ['-n', copy]);
+  if (fsck.code !== 0 || /BAD|FAILED|corrupt/i.test(fsck.out)) {
+    const line = fsck.out
+      .split('\n')
+      .filter((l) => /BAD|FAILED|error|corrupt/i.test(l))
+      .slice(0, 2)
+      .join(' / ');
+    problems.push(`${fs === 'ext4' ? 'e2fsck -fn' : 'ntfsfix -n'}: exit ${fsck.code} ${line}`.trim());
+  }
+  const m = await mountFs(fs, copy, mnt, true);
+  try {
+    let bad = 0;
+    for (const [rel, sum] of built.samples) {
+      const got = await sha256File(join(m.mnt, rel)).catch(() => 'unreadable');
+      if (got !== sum) bad++;
+    }
+    if (bad > 0) problems.push(`${bad} of ${built.samples.size} sample files differ`);
+    else notes.push(`${built.samples.size} sample files match`);
+  } finally {
+    await m.unmount();
+  }
+  return { problems, notes };
+}
+
+/**
+ * A benchmark's main: needs root; makes a scratch folder (`needed` bytes free somewhere), runs
+ * `body` in it, unmounts what is left mounted and removes the folder (unless `keep`). Exit code 0,
+ * or 1 with the message when something is broken.
+ */
+export function runBench(
+  name: string,
+  opts: { needed: number; keep: boolean; tools?: string[] },
+  body: (work: string) => Promise<void>,
+): void {
+  const main = async (): Promise<number> => {
+    if (process.getuid?.() !== 0) {
+      process.stderr.write(`${name}: needs root (loop mounts, FUSE, drop_caches)\n`);
+      return 1;
+    }
+    for (const tool of opts.tools ?? []) {
+      if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+        process.stderr.write(`${name}: ${tool} is missing (sh scripts/host-setup.sh)\n`);
+        return 1;
+      }
+    }
+    const root = scratchRoot(opts.needed);
+    await fsp.mkdir(root, { recursive: true });
+    const work = await fsp.mkdtemp(join(root, `rescue-${name}-`));
+    try {
+      await body(work);
+      return 0;
+    } finally {
+      for (const m of [...liveMounts]) await m.unmount().catch(() => {});
+      if (!opts.keep) await fsp.rm(work, { recursive: true, force: true });
+      else process.stderr.write(`kept ${work}\n`);
+    }
+  };
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`${name}: ${e instanceof Broken ? e.message : (e as Error).stack}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -8,12 +8,10 @@
 import { stat } from 'node:fs/promises';
 import { type CloneRequest, runClone } from '../../engine/jobs/clone.ts';
 import { parseCommand, parseDiskPartition } from '../args.ts';
-import { confirmTyped } from '../confirm.ts';
-import { describeEditOptions, EDIT_OPTIONS, parseEditOptions } from '../edit-options.ts';
+import { EDIT_OPTIONS, parseEditOptions } from '../edit-options.ts';
 import { formatBytes, UsageError } from '../output.ts';
-import { createReporter } from '../progress.ts';
 import { TOOL } from '../version.ts';
-import { describeTarget } from './restore.ts';
+import { confirmAndRun } from './restore.ts';
 
 const OPTIONS = {
   'to-free': { type: 'string' },
@@ -91,32 +89,20 @@ export async function cloneCommand(argv: string[], signal: AbortSignal): Promise
         ? `partition ${req.sourcePartition} of ${req.source}`
         : req.source;
   // Edit partitions: the planned layout is part of what is confirmed (refusals come here already).
-  let plan = '';
-  if (req.edit) {
-    const preview = await runClone({ ...req, preview: true }, { signal, emit: () => {} });
-    const lines = preview.plan ?? [];
-    plan = `\n  partitions: ${describeEditOptions(req.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
-  }
-  await confirmTyped(
-    `Clone ${from}${req.sectorBySector ? ' sector by sector' : ''}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.${plan}`,
-    'yes',
-    { yes: v.yes, no: v.no, json: v.json },
-  );
-  const reporter = createReporter({ json: !!v.json, signal });
-  try {
-    const r = await runClone(req, reporter);
-    reporter.close();
-    if (v.json) {
-      process.stderr.write(`${JSON.stringify({ type: 'done', ...r })}\n`);
-      return 0;
-    }
-    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-    const checked = r.verifiedBytes > 0 ? `; read back and verified in ${r.verifySeconds.toFixed(1)} s` : '';
-    process.stderr.write(
-      `Cloned ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s${checked}\n`,
-    );
-    return 0;
-  } finally {
-    reporter.close();
-  }
+  return confirmAndRun({
+    summary: `Clone ${from}${req.sectorBySector ? ' sector by sector' : ''}`,
+    target: req.target,
+    targetPartition: req.targetPartition,
+    what,
+    edit: req.edit,
+    flags: v,
+    signal,
+    preview: () => runClone({ ...req, preview: true }, { signal, emit: () => {} }),
+    run: (reporter) => runClone(req, reporter),
+    done: (r) => {
+      const checked =
+        r.verifiedBytes > 0 ? `; read back and verified in ${r.verifySeconds.toFixed(1)} s` : '';
+      return `Cloned ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s${checked}`;
+    },
+  });
 }

@@ -5,7 +5,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { inventory } from '../../engine/devices/inventory.ts';
-import { type RestoreRequest, runRestore } from '../../engine/jobs/restore.ts';
+import { type RestoreRequest, type RestoreResult, runRestore } from '../../engine/jobs/restore.ts';
+import type { EditOptions } from '../../engine/resize/layout.ts';
 import { parseCommand, parseDiskPartition, pointOption, readPasswordFile } from '../args.ts';
 import { confirmTyped } from '../confirm.ts';
 import { describeEditOptions, EDIT_OPTIONS, parseEditOptions } from '../edit-options.ts';
@@ -34,7 +35,7 @@ function intOption(text: string | undefined, what: string): number | undefined {
 }
 
 /** What is on the target now, in words, so the person knows exactly what will be overwritten. */
-export async function describeTarget(path: string, partition?: number): Promise<string> {
+async function describeTarget(path: string, partition?: number): Promise<string> {
   const st = await stat(path).catch(() => undefined);
   if (!st) return `${path}: a new image file will be created`;
   try {
@@ -102,30 +103,58 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
       : req.toFree
         ? 'a new partition will be created in its free space'
         : 'this will be overwritten';
-  // Edit partitions: the planned layout is part of what is confirmed (refusals come here already).
+  return confirmAndRun({
+    summary: `Restore ${req.image}`,
+    target: req.target,
+    targetPartition: req.targetPartition,
+    what,
+    edit: req.edit,
+    flags: v,
+    signal,
+    preview: () => runRestore({ ...req, preview: true }, { signal, emit: () => {} }),
+    run: (reporter) => runRestore(req, reporter),
+    done: (r) =>
+      `Restored ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s`,
+  });
+}
+
+/**
+ * What restore and clone share after their arguments: the typed confirmation naming the target
+ * (with the edit-partitions plan, previewed first so that its refusals come before the question),
+ * the job with progress, warnings, and the result (a JSON `done` line with --json).
+ */
+export async function confirmAndRun<R extends RestoreResult>(o: {
+  summary: string;
+  target: string;
+  targetPartition?: number;
+  what: string;
+  edit?: EditOptions;
+  flags: { yes?: boolean; no?: boolean; json?: boolean };
+  signal: AbortSignal;
+  preview: () => Promise<R>;
+  run: (reporter: ReturnType<typeof createReporter>) => Promise<R>;
+  done: (r: R) => string;
+}): Promise<number> {
   let plan = '';
-  if (req.edit) {
-    const preview = await runRestore({ ...req, preview: true }, { signal, emit: () => {} });
-    const lines = preview.plan ?? [];
-    plan = `\n  partitions: ${describeEditOptions(req.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
+  if (o.edit) {
+    const lines = (await o.preview()).plan ?? [];
+    plan = `\n  partitions: ${describeEditOptions(o.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
   }
   await confirmTyped(
-    `Restore ${req.image}\n  to ${await describeTarget(req.target, req.targetPartition)}\n  — ${what}.${plan}`,
+    `${o.summary}\n  to ${await describeTarget(o.target, o.targetPartition)}\n  — ${o.what}.${plan}`,
     'yes',
-    { yes: v.yes, no: v.no, json: v.json },
+    o.flags,
   );
-  const reporter = createReporter({ json: !!v.json, signal });
+  const reporter = createReporter({ json: !!o.flags.json, signal: o.signal });
   try {
-    const r = await runRestore(req, reporter);
+    const r = await o.run(reporter);
     reporter.close();
-    if (v.json) {
+    if (o.flags.json) {
       process.stderr.write(`${JSON.stringify({ type: 'done', ...r })}\n`);
       return 0;
     }
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-    process.stderr.write(
-      `Restored ${formatBytes(r.bytesWritten)} to ${r.target}${r.partition ? ` partition ${r.partition}` : ''} in ${r.seconds.toFixed(1)} s\n`,
-    );
+    process.stderr.write(`${o.done(r)}\n`);
     return 0;
   } finally {
     reporter.close();
