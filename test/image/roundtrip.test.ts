@@ -180,22 +180,24 @@ describe('image round trips', () => {
     }
   });
 
-  it('default window is 1 MiB and windows cover a region bigger than one window', async () => {
+  it('default window is 2 MiB and windows cover a region bigger than one window', async () => {
     const MiB = 1024 * 1024;
-    const data = regionData(2 * MiB + 4096, 3);
+    const data = regionData(4 * MiB + 4096, 3);
     const regions: TestRegion[] = [{ id: 5, data }];
     const w = await ImageWriter.create({
       ...writerOptions({ dir, name: 'default-window', regions }),
       windowSize: undefined,
     });
     expect(w.windowSize).toBe(DEFAULT_WINDOW_SIZE);
-    expect(DEFAULT_WINDOW_SIZE).toBe(MiB);
+    expect(DEFAULT_WINDOW_SIZE).toBe(2 * MiB);
     await appendRegions(w, regions);
     const { firstFile } = await w.finish(manifestFor(regions));
     const r = await ImageReader.open(firstFile);
-    expect(r.entries.map((e) => e.windowStart)).toEqual([0, 1, 2].map((x) => x * MiB));
-    expect(r.entries.map((e) => e.rawLength)).toEqual([MiB, MiB, 4096]);
-    expect((await r.readRegion(5, MiB - 10, 20)).equals(data.subarray(MiB - 10, MiB + 10))).toBe(true);
+    expect(r.entries.map((e) => e.windowStart)).toEqual([0, 2, 4].map((x) => x * MiB));
+    expect(r.entries.map((e) => e.rawLength)).toEqual([2 * MiB, 2 * MiB, 4096]);
+    expect((await r.readRegion(5, 2 * MiB - 10, 20)).equals(data.subarray(2 * MiB - 10, 2 * MiB + 10))).toBe(
+      true,
+    );
     await r.close();
   });
 

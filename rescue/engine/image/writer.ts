@@ -82,7 +82,7 @@ export interface ImageWriterOptions {
   password?: string;
   /** ≥ 50 MiB; undefined = not split unless the destination is FAT (then 4 GiB − 1). */
   splitBytes?: number;
-  /** Default 1 MiB (DEFAULT_WINDOW_SIZE). */
+  /** Default 2 MiB (DEFAULT_WINDOW_SIZE). */
   windowSize?: number;
   point?: {
     type: PointType;
