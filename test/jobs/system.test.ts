@@ -19,7 +19,12 @@ afterAll(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
-async function systemRoundTrip(plan: typeof LINUX_UEFI, expected: number[], explain: RegExp[]) {
+async function systemRoundTrip(
+  plan: typeof LINUX_UEFI,
+  expected: number[],
+  explain: RegExp[],
+  extra: string[] = [],
+) {
   const disk = await makeSystemDisk(plan, dir);
   const r = await rescue([
     'backup',
@@ -29,6 +34,7 @@ async function systemRoundTrip(plan: typeof LINUX_UEFI, expected: number[], expl
     dir,
     '--name',
     plan.file.replace('.img', ''),
+    ...extra,
     '--yes',
   ]);
   expect(r.code, r.stderr).toBe(0);
@@ -40,6 +46,10 @@ async function systemRoundTrip(plan: typeof LINUX_UEFI, expected: number[], expl
     .filter((x: { kind: string }) => x.kind === 'partition')
     .map((x: { partition: number }) => x.partition);
   expect(taken).toEqual(expected);
+  if (extra.includes('--sector-by-sector')) {
+    for (const x of info.disks[0].regions.filter((y: { kind: string }) => y.kind === 'partition'))
+      expect(x.usedMethod).toBe('sector-by-sector');
+  }
 
   const target = join(dir, `restored-${plan.file}`);
   const rr = await rescue(['restore', img, '--to', target, '--yes']);
@@ -66,6 +76,15 @@ describe('rescue backup system', () => {
       LINUX_UEFI,
       [1, 2, 3],
       [/Debian GNU\/Linux 12/, /mounted at \/boot\b/, /EFI system partition/],
+    );
+  });
+
+  it('sector by sector: the same partitions, each copied whole', async () => {
+    await systemRoundTrip(
+      { ...LINUX_UEFI, file: 'linux-sbs.img' },
+      [1, 2, 3],
+      [/Debian GNU\/Linux 12/],
+      ['--sector-by-sector'],
     );
   });
 

@@ -86,7 +86,9 @@ export async function planDiskRegions(
     opts.onRegion?.(r);
   };
   const disk = opts.diskIndex;
-  if (opts.layout && (opts.sectorBySector || table.kind === 'none')) {
+  // A whole disk sector by sector (or a disk without a table) is one region; a system backup
+  // sector by sector (chosen partitions) takes those partitions whole, plus the layout.
+  if (opts.layout && (table.kind === 'none' || (opts.sectorBySector && opts.partitions === undefined))) {
     if (opts.partitions !== undefined) {
       throw new RescueError(
         'E_NO_PARTITIONS',
