@@ -444,13 +444,11 @@ async function planSource(req: CloneRequest, ctx: JobContext, warnings: string[]
     // A partition clone of a bare filesystem (a partition device, a filesystem image) takes the
     // whole source as the one region; a disk clone also takes the layout (lead-in, GPT backup).
     const layout = req.kind !== 'partition' || req.sourcePartition === undefined;
-    // A sector-by-sector system clone copies the system's partitions whole, not the whole disk.
-    const planSbs = sbs && req.kind !== 'system';
     disk.regions = await planDiskRegions(src, table, {
       diskIndex: 0,
       firstRegionId: 0,
       partitions: take,
-      sectorBySector: planSbs,
+      sectorBySector: sbs,
       layout,
       signal: ctx.signal,
       onRegion: (r) => {
@@ -461,19 +459,6 @@ async function planSource(req: CloneRequest, ctx: JobContext, warnings: string[]
         }
       },
     });
-    if (sbs && !planSbs) {
-      disk.regions = disk.regions.map((r) =>
-        r.kind === 'partition'
-          ? {
-              ...r,
-              usedMethod: 'sector-by-sector' as const,
-              reason: 'sector-by-sector clone was requested',
-              extents: r.size > 0 ? [{ start: 0, length: r.size }] : [],
-              usedBytes: r.size,
-            }
-          : r,
-      );
-    }
     return disk;
   } catch (e) {
     await src.close();
