@@ -28,10 +28,11 @@
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Extent } from '../rescue/engine/filesystems/extents.ts';
 import {
   Broken,
+  benchOptions,
   buildFs,
   canDropCaches,
   dropCaches,
@@ -45,7 +46,6 @@ import {
   measure,
   must,
   q,
-  REPO,
   runBench,
   type Timed,
   timedShell,
@@ -55,24 +55,16 @@ import {
   waitExit,
 } from './lib.ts';
 
-const ROOT = REPO;
-const argv = process.argv.slice(2);
 /** `--rescue DIR`: run the CLI of another checkout (A/B of a patch against the same peer run). */
-const RESCUE_ROOT = argv.includes('--rescue') ? resolve(argv[argv.indexOf('--rescue') + 1]) : ROOT;
-const CLI = join(RESCUE_ROOT, 'rescue/cli/main.ts');
+const {
+  quick: QUICK,
+  keep: KEEP,
+  repeat: REPEAT,
+  rescueRoot: RESCUE_ROOT,
+  cli: CLI,
+  volume: CONFIG,
+} = benchOptions();
 const NODE = process.execPath;
-
-const QUICK = argv.includes('--quick');
-const KEEP = argv.includes('--keep');
-/** Runs of every measured step; the best counts. `--repeat N`; default 3 (1 with --quick). */
-const REPEAT = argv.includes('--repeat')
-  ? Math.max(1, Math.floor(Number(argv[argv.indexOf('--repeat') + 1])) || 1)
-  : QUICK
-    ? 1
-    : 3;
-const CONFIG = QUICK
-  ? { fsBytes: 1 * GiB, copyBudget: 200 * MiB, randomFiles: 1, randomFileBytes: 100 * MiB }
-  : { fsBytes: 4 * GiB, copyBudget: 1.2 * GiB, randomFiles: 3, randomFileBytes: 100 * MiB };
 /** Scratch needed at the peak: the filesystem, three compressed copies, two restored copies. */
 const SCRATCH_NEEDED = QUICK ? 3 * GiB : 12 * GiB;
 

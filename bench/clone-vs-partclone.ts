@@ -1,8 +1,9 @@
 import { promises as fsp } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import {
   Broken,
+  benchOptions,
   buildFs,
   canDropCaches,
   dropCaches,
@@ -12,7 +13,6 @@ import {
   hasGnuTime,
   MiB,
   measure,
-  REPO,
   runBench,
   type Timed,
   usedDigest,
@@ -20,20 +20,16 @@ import {
   verifyCopy,
 } from './lib.ts';
 
-const argv = process.argv.slice(2);
-const RESCUE_ROOT = argv.includes('--rescue') ? resolve(argv[argv.indexOf('--rescue') + 1]) : REPO;
-const CLI = join(RESCUE_ROOT, 'rescue/cli/main.ts');
+const {
+  argv,
+  quick: QUICK,
+  keep: KEEP,
+  repeat: REPEAT,
+  rescueRoot: RESCUE_ROOT,
+  cli: CLI,
+  volume: CONFIG,
+} = benchOptions();
 const NODE = process.execPath;
-const QUICK = argv.includes('--quick');
-const KEEP = argv.includes('--keep');
-const REPEAT = argv.includes('--repeat')
-  ? Math.max(1, Math.floor(Number(argv[argv.indexOf('--repeat') + 1])) || 1)
-  : QUICK
-    ? 1
-    : 3;
-const CONFIG = QUICK
-  ? { fsBytes: 1 * GiB, copyBudget: 200 * MiB, randomFiles: 1, randomFileBytes: 100 * MiB }
-  : { fsBytes: 4 * GiB, copyBudget: 1.2 * GiB, randomFiles: 3, randomFileBytes: 100 * MiB };
 /** Scratch at the peak: the source and three clones per filesystem (sparse: used bytes count). */
 const SCRATCH_NEEDED = QUICK ? 2 * GiB : 8 * GiB;
 const GOALS = { cloneSpeed: 1.5 } as const;

@@ -19,6 +19,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import {
   Broken,
+  benchOptions,
   buildFs,
   canDropCaches,
   dropCaches,
@@ -29,7 +30,6 @@ import {
   measure,
   mountFs,
   must,
-  REPO,
   runBench,
   type Timed,
   tryRun,
@@ -37,19 +37,8 @@ import {
   usedExtents,
 } from './lib.ts';
 
-const argv = process.argv.slice(2);
-const QUICK = argv.includes('--quick');
-const KEEP = argv.includes('--keep');
-const REPEAT = argv.includes('--repeat')
-  ? Math.max(1, Math.floor(Number(argv[argv.indexOf('--repeat') + 1])) || 1)
-  : QUICK
-    ? 1
-    : 3;
-const CONFIG = QUICK
-  ? { fsBytes: 1 * GiB, copyBudget: 200 * MiB, randomFiles: 1, randomFileBytes: 100 * MiB }
-  : { fsBytes: 4 * GiB, copyBudget: 1.2 * GiB, randomFiles: 3, randomFileBytes: 100 * MiB };
+const { quick: QUICK, keep: KEEP, repeat: REPEAT, cli: CLI, volume: CONFIG } = benchOptions();
 const GOALS = { speed: 5, size: 0.03 } as const;
-const CLI = join(REPO, 'rescue/cli/main.ts');
 const NODE = process.execPath;
 
 interface Result {

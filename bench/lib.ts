@@ -530,3 +530,34 @@ export function runBench(
     },
   );
 }
+
+/**
+ * The options every benchmark takes: `--quick` (1 GiB volumes, one run), `--repeat N` (runs of each
+ * measured step, the best counts; default 3), `--keep` (keep the scratch folder), `--rescue DIR`
+ * (the CLI of another checkout, for an A/B of a patch against the same peer run); and the volume
+ * every benchmark builds (4 GiB with ~1.5 GiB of /usr copies and random files).
+ */
+export function benchOptions(argv = process.argv.slice(2)) {
+  const quick = argv.includes('--quick');
+  const rescueRoot = argv.includes('--rescue') ? resolve(argv[argv.indexOf('--rescue') + 1]) : REPO;
+  return {
+    argv,
+    quick,
+    keep: argv.includes('--keep'),
+    repeat: argv.includes('--repeat')
+      ? Math.max(1, Math.floor(Number(argv[argv.indexOf('--repeat') + 1])) || 1)
+      : quick
+        ? 1
+        : 3,
+    rescueRoot,
+    cli: join(rescueRoot, 'rescue/cli/main.ts'),
+    volume: (quick
+      ? { fsBytes: 1 * GiB, copyBudget: 200 * MiB, randomFiles: 1, randomFileBytes: 100 * MiB }
+      : {
+          fsBytes: 4 * GiB,
+          copyBudget: 1.2 * GiB,
+          randomFiles: 3,
+          randomFileBytes: 100 * MiB,
+        }) as VolumeConfig,
+  };
+}
