@@ -322,6 +322,17 @@ describe('the source of a chain', () => {
     await fsp.rm(imagePath(forced));
   });
 
+  it('nothing changed: the new point says so and stores next to nothing', async () => {
+    // The disk changed since the last point (the encrypted test wrote to it): catch up first.
+    const first = imagePath(await cli(['backup', 'incremental', points[0], '--yes']));
+    const r = await cli(['backup', 'incremental', points[0], '--yes']);
+    expect(r.stderr).toMatch(/: 0 B changed of [\d.]+ MiB/);
+    const file = imagePath(r);
+    expect((await fsp.stat(file)).size).toBeLessThan(64 * 1024);
+    await fsp.rm(file);
+    await fsp.rm(first);
+  });
+
   it('a source that is gone is reported with the way out (--source)', async () => {
     const moved = join(dir, 'moved.img');
     await fsp.rename(disk, moved);

@@ -1,13 +1,15 @@
 /**
  * `rescue demo` (what `npm start` runs): builds the lab of disk images, lists them, then does what
  * the product is for on one of them — backs up the UEFI dual-boot disk (used blocks only,
- * compressed), checks the image, restores it onto a new disk file and lists the result.
+ * compressed), checks the image, adds an incremental point (nothing changed: nothing stored),
+ * restores the full onto a new disk file and lists the result.
  */
 import { promises as fsp } from 'node:fs';
 import { join, relative } from 'node:path';
 import { inventory } from '../../engine/devices/inventory.ts';
 import { checkImage } from '../../engine/image/index.ts';
 import { runBackup } from '../../engine/jobs/backup.ts';
+import { runPointBackup } from '../../engine/jobs/point-backup.ts';
 import { runRestore } from '../../engine/jobs/restore.ts';
 import { parseCommand } from '../args.ts';
 import { buildLab } from '../lab.ts';
@@ -53,6 +55,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
   say(`$ rescue check ${rel(b.firstFile)}`);
   const c = await checkImage(b.firstFile, {});
   say(`  ${c.ok ? 'intact' : 'DAMAGED'}: ${c.chunks} chunks verified`);
+  say(`$ rescue backup incremental ${rel(b.firstFile)} --yes`);
+  const inc = await runPointBackup({ type: 'incremental', image: b.firstFile, tool: TOOL }, reporter);
+  reporter.close();
+  say(
+    `  point ${inc.sequence}: ${formatBytes(inc.changedBytes)} of ${formatBytes(inc.usedBytes)} changed since point ${inc.base.sequence} → ${formatBytes(inc.storedBytes)} file: ${rel(inc.firstFile)}`,
+  );
   say(`$ rescue restore ${rel(b.firstFile)} --to ${rel(restored)} --yes`);
   const r = await runRestore({ image: b.firstFile, target: restored }, reporter);
   reporter.close();

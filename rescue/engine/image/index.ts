@@ -9,7 +9,7 @@ export {
   type PointStatus,
 } from './chain.ts';
 export { type CheckOptions, checkImage } from './check.ts';
-export { ChunkCodec, type ChunkCodecOptions, isAllZero } from './codec.ts';
+export { ChunkCodec, type ChunkCodecOptions, isAllZero, zeroSha256 } from './codec.ts';
 export { type ChunkContext, describeChunk } from './failures.ts';
 export { deriveKey, validatePassword } from './keys.ts';
 export { sha256Async } from './layout.ts';

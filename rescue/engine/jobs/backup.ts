@@ -20,6 +20,7 @@ import {
   validateComment,
   validateImageName,
   windowsOf,
+  zeroSha256,
 } from '../image/index.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
@@ -282,11 +283,17 @@ export async function copyRegions(
     meter.add(item.rawLength);
   };
   const encode = async (regionId: number, windowStart: number, raw: Buffer): Promise<Encoded> => {
-    if (reuse && !isAllZero(raw)) {
-      const sha256 = await sha256Async(raw);
+    if (reuse) {
+      // Zero windows are asked about too (so the caller can count them unchanged) but never
+      // referenced: a zero chunk stores nothing.
+      const zero = isAllZero(raw);
+      const sha256 = zero ? zeroSha256(raw.length) : await sha256Async(raw);
       const reference = reuse(regionId, windowStart, raw.length, sha256);
-      if (reference) return { reference, rawLength: raw.length };
-      return { chunk: await writer.codec.encode(regionId, windowStart, raw, sha256), rawLength: raw.length };
+      if (reference && !zero) return { reference, rawLength: raw.length };
+      return {
+        chunk: await writer.codec.encode(regionId, windowStart, raw, zero ? undefined : sha256),
+        rawLength: raw.length,
+      };
     }
     return { chunk: await writer.codec.encode(regionId, windowStart, raw), rawLength: raw.length };
   };

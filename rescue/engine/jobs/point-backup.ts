@@ -231,14 +231,14 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
     const regions = disks.flatMap((d) => d.regions);
     const total = regions.reduce((n, r) => n + r.usedBytes, 0);
     const known = new Map<string, IndexEntry>();
-    for (const e of base.reader.entries) {
-      if (!(e.flags & ENTRY_FLAGS.ZERO)) known.set(`${e.regionId}:${e.windowStart}`, e);
-    }
+    for (const e of base.reader.entries) known.set(`${e.regionId}:${e.windowStart}`, e);
     let unchangedBytes = 0;
     const reuse: ReuseLookup = (regionId, windowStart, rawLength, sha256) => {
       const e = known.get(`${regionId}:${windowStart}`);
       if (!e || e.rawLength !== rawLength || !e.sha256.equals(sha256)) return undefined;
       unchangedBytes += rawLength;
+      // A window that was and is all zeros is unchanged, but costs nothing to store again.
+      if (e.flags & ENTRY_FLAGS.ZERO) return undefined;
       return { ...e, flags: e.flags | ENTRY_FLAGS.OTHER_POINT, pointId: e.pointId || base.id };
     };
     const finished = await completeImage(writer, ctx, t0, total, {
