@@ -333,6 +333,16 @@ describe('the source of a chain', () => {
     await fsp.rm(first);
   });
 
+  it('a password for a chain that is not encrypted is not used (said), so the chain stays consistent', async () => {
+    const pw = join(dir, 'stray-pw');
+    await fsp.writeFile(pw, 'not needed\n');
+    const r = await cli(['backup', 'incremental', points[0], '--password-file', pw, '--yes']);
+    expect(r.stderr).toMatch(/not encrypted, so the new point is not either/);
+    const info = JSON.parse((await cli(['info', imagePath(r), '--json'])).stdout);
+    expect(info.options.encrypted).toBe(false);
+    await fsp.rm(imagePath(r));
+  });
+
   it('a source that is gone is reported with the way out (--source)', async () => {
     const moved = join(dir, 'moved.img');
     await fsp.rename(disk, moved);

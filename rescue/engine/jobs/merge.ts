@@ -74,7 +74,8 @@ export async function runMerge(req: MergeRequest, ctx: JobContext): Promise<Merg
       dir: destination,
       name,
       compression: m.options.compression,
-      password: req.password,
+      // Encrypted exactly when the chain is (with its password).
+      password: m.options.encrypted ? req.password : undefined,
       splitBytes: m.options.split ?? undefined,
       windowSize: m.options.window,
       tool: req.tool,

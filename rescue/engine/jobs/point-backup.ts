@@ -157,6 +157,12 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
       );
     }
     const warnings: string[] = [];
+    // A point has the chain's options: encrypted exactly when the full is.
+    if (req.password !== undefined && !m.options.encrypted)
+      warnings.push(
+        'the backup chain is not encrypted, so the new point is not either (the password was not used)',
+      );
+    const password = m.options.encrypted ? req.password : undefined;
     ctx.emit({
       type: 'phase',
       phase: 'analyse',
@@ -217,7 +223,7 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
       dir: chain.dir,
       name: pointFileBase(full.path, sequence, req.type),
       compression: m.options.compression,
-      password: req.password,
+      password,
       splitBytes: m.options.split ?? undefined,
       windowSize: m.options.window,
       point: {
@@ -253,7 +259,7 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
         disks: disks.map((d) => manifestDisk(d)),
       }),
     });
-    if (req.check) await checkNewImage(finished.firstFile, req.password, ctx);
+    if (req.check) await checkNewImage(finished.firstFile, password, ctx);
     return {
       imageId: writer.imageId.toString('hex'),
       firstFile: finished.firstFile,
