@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
+import { ENTRY_FLAGS, ImageReader } from '../../rescue/engine/image/index.ts';
 import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/chain.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
 import { inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
@@ -301,6 +302,53 @@ describe('a missing point', () => {
       await fsp.rm(out);
     } finally {
       await fsp.rename(hidden, points[1]);
+    }
+  });
+});
+
+describe('a damaged point', () => {
+  it('makes the later incrementals unusable (check names the damage); the full and the differential still restore', async () => {
+    const copy = `${points[1]}.orig`;
+    await fsp.copyFile(points[1], copy);
+    try {
+      // Flip a byte inside a chunk that point 2 stores and point 3 refers to.
+      const r2 = await ImageReader.open(points[1]);
+      const r3 = await ImageReader.open(points[2]);
+      const id2 = r2.header.imageId.toString('hex');
+      const ref = r3.entries.find((e) => e.flags & ENTRY_FLAGS.OTHER_POINT && e.pointId === id2);
+      expect(ref).toBeDefined();
+      const own = r2.entries[r2.chunkNumber(ref!)];
+      await r2.close();
+      await r3.close();
+      const at = own.payloadOffset + Math.floor(own.storedLength / 2);
+      const h = await fsp.open(points[1], 'r+');
+      const b = Buffer.alloc(1);
+      await h.read(b, 0, 1, at);
+      b[0] ^= 0xff;
+      await h.write(b, 0, 1, at);
+      await h.close();
+      const check = await rescue(['check', points[3]]);
+      expect(check.code, check.stdout).toBe(1);
+      expect(check.stdout).toMatch(/point 2 \(incremental\).*DAMAGED/);
+      expect(check.stdout).toMatch(/E_CHUNK_CORRUPT/);
+      expect(check.stdout).toMatch(
+        /point 3 \(incremental\)[^\n]*intact, but CANNOT BE RESTORED\n\s+cannot be restored: point 2 \(incremental\), which it builds on, has a damaged chunk it needs/,
+      );
+      expect(check.stdout).toMatch(/point 4 \(differential\)[^\n]*intact\n\s+can be restored/);
+      // Point 2 itself cannot be restored either; the restore of point 3 meets the damaged chunk
+      // and stops; the differential does not need it.
+      expect(check.stdout).toMatch(
+        /point 2 \(incremental\)[^\n]*DAMAGED\n(?:\s+\[.*\n)+\s+cannot be restored: its own chunk/,
+      );
+      const bad = await rescue(['restore', points[2], '--to', join(dir, 'y.img'), '--yes']);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/E_CHUNK_CORRUPT/);
+      const out = join(dir, 'diff2.img');
+      await cli(['restore', points[3], '--to', out, '--yes']);
+      expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(trees[3]));
+      await fsp.rm(out);
+    } finally {
+      await fsp.rename(copy, points[1]);
     }
   });
 });

@@ -268,7 +268,20 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
         if (!(e.flags & ENTRY_FLAGS.OTHER_POINT)) total.all += RECORD_HEADER.SIZE + e.storedLength;
     }
     const report: CheckReport = { ok: true, image: chain.named.path, points: [], chunks: 0, bytes: 0 };
-    const damaged = new Set<string>();
+    // What is damaged, per point: everything (index, manifest, volumes …) or some chunks.
+    const damaged = new Map<string, 'all' | Set<string>>();
+    const mark = (id: string, x: CheckProblem) => {
+      if (x.code === 'E_RECORD_CORRUPT') return; // the data is still read and verified
+      const known = damaged.get(id);
+      if (known === 'all') return;
+      if (
+        (x.code === 'E_CHUNK_CORRUPT' || x.code === 'E_INDEX_CORRUPT') &&
+        x.region !== undefined &&
+        x.windowStart !== undefined
+      )
+        damaged.set(id, (known ?? new Set<string>()).add(`${x.region}:${x.windowStart}`));
+      else damaged.set(id, 'all');
+    };
     for (const p of points) {
       const base = total.done;
       const one = await checkImage(p.path, {
@@ -280,7 +293,7 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
       report.bytes += one.bytes;
       const problems = one.points.flatMap((x) => x.problems);
       if (p.reader) problems.push(...referenceProblems(chain, p.reader));
-      if (problems.length > 0) damaged.add(p.id);
+      for (const x of problems) mark(p.id, x);
       report.points.push({
         id: p.id,
         type: p.type,
@@ -290,15 +303,39 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
         file: p.path,
       });
     }
+    const hit = (id: string, key: string) => {
+      const d = damaged.get(id);
+      return d === 'all' || (d?.has(key) ?? false);
+    };
     for (const r of report.points) {
       const p = chain.point(r.id)!;
       const s = chain.status(p);
-      const bad = [p.id, ...s.needs].find((id) => damaged.has(id));
-      r.usable = s.usable && bad === undefined;
-      if (!s.usable) r.why = s.why;
-      else if (bad === p.id) r.why = 'its own image is damaged';
-      else if (bad)
-        r.why = `point ${chain.point(bad)?.sequence} (${chain.point(bad)?.type}), which it builds on, is damaged`;
+      r.usable = s.usable;
+      if (!s.usable) {
+        r.why = s.why;
+        continue;
+      }
+      // Usable unless a chunk it needs — its own or one it refers to — is damaged.
+      for (const e of p.reader?.entries ?? []) {
+        const key = `${e.regionId}:${e.windowStart}`;
+        if (!(e.flags & ENTRY_FLAGS.OTHER_POINT)) {
+          if (!hit(p.id, key)) continue;
+          r.why =
+            damaged.get(p.id) === 'all'
+              ? 'its own image is damaged'
+              : `its own chunk (region ${e.regionId}, window at ${e.windowStart}) is damaged`;
+        } else {
+          if (!hit(e.pointId, key) && !hit(p.id, key)) continue;
+          const h = chain.point(e.pointId);
+          r.why = `point ${h?.sequence} (${h?.type}), which it builds on, has a damaged chunk it needs (region ${e.regionId}, window at ${e.windowStart})`;
+        }
+        r.usable = false;
+        break;
+      }
+      if (r.usable && damaged.get(p.id) === 'all') {
+        r.usable = false;
+        r.why = 'its own image is damaged';
+      }
     }
     report.missing = chain.missing;
     report.ok = report.points.every((r) => r.ok && r.usable) && chain.missing.length === 0;
