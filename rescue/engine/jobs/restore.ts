@@ -286,6 +286,11 @@ async function assertSafeTarget(targetPath: string, reader: RestoreSource): Prom
   await assertNotInUse(targetPath);
 }
 
+/** How a region is named in messages: "partition 3", or "the filesystem" for a disk without a table. */
+function regionName(r: ManifestRegion): string {
+  return r.partition !== undefined ? `partition ${r.partition}` : 'the filesystem';
+}
+
 function tooSmall(target: string, have: number, need: number, what: string): RescueError {
   return new RescueError(
     'E_TARGET_TOO_SMALL',
@@ -466,12 +471,12 @@ async function restoreRegionToRaw(
       write: regionWriter(reader, ctx, !!req.sectorBySector),
       ctx,
       where: req.target,
-      tooSmall: (n) => tooSmall(req.target, target.src.size, n, `partition ${region.partition ?? ''}`.trim()),
+      tooSmall: (n) => tooSmall(req.target, target.src.size, n, regionName(region)),
     });
     ctx.emit({
       type: 'phase',
       phase: 'restore',
-      message: `Restoring partition ${region.partition ?? '(whole disk)'} to ${req.target}`,
+      message: `Restoring ${regionName(region)} to ${req.target}`,
     });
     const bytes = await writeFitted(fit, target.src, req.target, 0, target.src.size, ctx);
     return {
@@ -868,7 +873,7 @@ async function restoreIntoDisk(
         );
       }
       if (p.size < need && req.edit?.mode !== 'shrink')
-        throw tooSmall(`${req.target} partition ${p.number}`, p.size, need, `partition ${region.partition}`);
+        throw tooSmall(`${req.target} partition ${p.number}`, p.size, need, regionName(region));
       at = p.start;
       room = p.size;
       number = p.number;
@@ -898,7 +903,7 @@ async function restoreIntoDisk(
       if (!gap || size <= 0) {
         throw new RescueError(
           'E_NO_FREE_SPACE',
-          `${req.target} has no unallocated space of ${size} bytes for partition ${region.partition}`,
+          `${req.target} has no unallocated space of ${size} bytes for ${regionName(region)}`,
           'Free space on that disk (shrink or delete a partition), or restore into an existing partition (--to DISK:M).',
         );
       }
@@ -950,8 +955,7 @@ async function restoreIntoDisk(
       write: regionWriter(reader, ctx, !!req.sectorBySector),
       ctx,
       where: `${req.target} partition ${number}`,
-      tooSmall: (n) =>
-        tooSmall(`${req.target} partition ${number}`, room, n, `partition ${region.partition}`),
+      tooSmall: (n) => tooSmall(`${req.target} partition ${number}`, room, n, regionName(region)),
     });
     if (newTable)
       await applyDiskWrites(
@@ -961,7 +965,7 @@ async function restoreIntoDisk(
     ctx.emit({
       type: 'phase',
       phase: 'restore',
-      message: `Restoring partition ${region.partition} into ${req.target} partition ${number}`,
+      message: `Restoring ${regionName(region)} into ${req.target} partition ${number}`,
     });
     const bytes = await writeFitted(fit, target.src, req.target, at, room, ctx, {
       start: at,
