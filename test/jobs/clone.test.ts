@@ -20,9 +20,11 @@ import {
   inspectPartition,
   labPair,
   MBR_DISK,
+  makeDisk,
   sfdiskDump,
   sfdiskPartitions,
 } from '../fixtures/disks.ts';
+import { EDIT_MBR } from '../fixtures/edit.ts';
 import { makeTempDir, pseudoRandomBytes, run, sha256, sparseFile } from '../fixtures/lab.ts';
 import { LINUX_UEFI, makeSystemDisk } from '../fixtures/systems.ts';
 
@@ -392,6 +394,39 @@ describe('verification', () => {
     });
     expect(e.code).toBe('E_VERIFY_MISMATCH');
     expect(e.details?.offset).toBe(start + 0x1b);
+  });
+
+  it('--align (partitions moved, not resized) is read back at the new places; a changed byte there is caught', async () => {
+    const old = await makeDisk(EDIT_MBR, dir);
+    // Aligning moves partitions up to 1 MiB later: the target has room for that.
+    const target = await sparseFile(join(dir, 'aligned.img'), EDIT_MBR.size + 4 * MiB);
+    const r = await clone({ kind: 'disk', source: old, target, edit: { mode: 'copy', align: true } });
+    expect(r.warnings.join(' ')).not.toMatch(/not read back/);
+    expect(r.verifiedBytes).toBeGreaterThan(0);
+    const parts = await sfdiskPartitions(target);
+    for (const p of parts.filter((x) => x.type !== '5')) expect((p.start * 512) % MiB).toBe(0);
+    const before = await inspectDiskFiles(old);
+    const after = await inspectDiskFiles(target);
+    for (const [node, p] of after) {
+      expect(p.fsck, node).toBe('clean');
+      expect(p.files, node).toEqual(before.get(node)!.files);
+    }
+    // The same clone again, with a byte of the moved first partition changed before the read-back.
+    await sparseFile(target, EDIT_MBR.size + 4 * MiB);
+    const first = parts[0].start * 512;
+    const e = await refusal({
+      kind: 'disk',
+      source: old,
+      target,
+      edit: { mode: 'copy', align: true },
+      beforeVerify: async () => {
+        const h = await fsp.open(target, 'r+');
+        await h.write(Buffer.from([0x58]), 0, 1, first + 3);
+        await h.close();
+      },
+    });
+    expect(e.code).toBe('E_VERIFY_MISMATCH');
+    expect(e.details?.offset).toBe(first + 3);
   });
 
   it('a partition clone onto a plain target names the offset in the target', async () => {

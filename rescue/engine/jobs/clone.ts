@@ -481,7 +481,7 @@ export async function runClone(req: CloneRequest, ctx: JobContext): Promise<Clon
   try {
     reader = await DiskReader.open(req.source);
     const live = new LiveSource(disk, req.kind, {
-      hashing: verify && !req.preview && !isEditing(req.edit),
+      hashing: verify && !req.preview && !resizes(req.edit),
       tool: req.tool ?? 'rescue',
       reader,
     });
@@ -504,10 +504,11 @@ export async function runClone(req: CloneRequest, ctx: JobContext): Promise<Clon
       return { ...result, source: req.source, kind: req.kind, verifiedBytes: 0, verifySeconds: 0 };
     let verifiedBytes = 0;
     let verifySeconds = 0;
-    if (verify && isEditing(req.edit)) {
-      // Resized, moved (hidden-sectors fields) or re-identified filesystems differ from the source
-      // by design once edited: what was written can no longer be compared with what was read.
-      warnings.push('the target was not read back: edited partitions differ from the source by design');
+    const resized = result.layout?.some((p) => p.action === 'grow' || p.action === 'shrink');
+    if (verify && (resizes(req.edit) || resized)) {
+      // A grown or shrunk filesystem differs from the source by design: what was written can no
+      // longer be compared with what was read (its own checker ran before and after resizing).
+      warnings.push('the target was not read back: resized filesystems differ from the source by design');
     } else if (verify) {
       await req.beforeVerify?.();
       const v0 = performance.now();
@@ -610,6 +611,15 @@ function describeRegion(r: PlannedRegion): string {
   return r.kind === 'disk' ? 'the disk' : r.kind;
 }
 
+/**
+ * Whether these edit options may resize filesystems (then the clone cannot be compared with its
+ * source). --align, --new-ids and a plain copy only move partitions or change ids: verified, with
+ * the moved partitions compared at their new places.
+ */
+function resizes(edit: CloneRequest['edit']): boolean {
+  return isEditing(edit) && edit.mode !== 'copy';
+}
+
 /** Where each copied region lies on the target now, read from the target's own table. */
 /**
  * Bytes of a filesystem that the restore rewrites on purpose once its data is on the target
@@ -678,11 +688,12 @@ async function placements(live: LiveSource, target: FileSource, result: RestoreR
         'The target did not keep what was written to it: it may be failing. Clone to another disk.',
       );
     }
-    if (result.mode === 'disk' && p.start !== region.start) {
-      // A disk clone keeps every partition where it was (only edited layouts move them).
+    const planned = result.layout?.find((x) => x.regionId === region.id);
+    if (result.mode === 'disk' && p.start !== (planned?.newStart ?? region.start)) {
+      // A disk clone keeps every partition where it was, or where the edited layout put it.
       throw new RescueError(
         'E_VERIFY_MISMATCH',
-        `${target.path}: partition ${number} starts at byte ${p.start} of the target, but at ${region.start} on the source`,
+        `${target.path}: partition ${number} starts at byte ${p.start} of the target, but was written at ${planned?.newStart ?? region.start}`,
         'The target did not keep the partition table that was written to it: it may be failing. Clone to another disk.',
         { offset: 0 },
       );

@@ -41,7 +41,7 @@ import {
   writeFitted,
   writePlannedPartitions,
 } from '../resize/edit.ts';
-import { describePlan, type EditOptions, newIdsWarnings } from '../resize/layout.ts';
+import { describePlan, type EditOptions, newIdsWarnings, type PlannedPartition } from '../resize/layout.ts';
 import { type JobContext, ProgressMeter } from './job.ts';
 import { storageOverlap } from './storage-overlap.ts';
 
@@ -83,6 +83,8 @@ export interface RestoreResult {
   warnings: string[];
   /** What edit-partitions did (or, for a preview, would do), one line per partition, then notes. */
   plan?: string[];
+  /** Edit partitions: where each partition went and what was done to its filesystem (disk restores). */
+  layout?: PlannedPartition[];
 }
 
 /**
@@ -732,7 +734,9 @@ async function restoreDisk(
       bytesWritten: written,
       seconds: (performance.now() - t0) / 1000,
       warnings,
-      ...(planned && isEditing(req.edit) ? { plan: describePlan(planned.plan) } : {}),
+      ...(planned && isEditing(req.edit)
+        ? { plan: describePlan(planned.plan), layout: planned.plan.partitions }
+        : {}),
     };
   });
 }
