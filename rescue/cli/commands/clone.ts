@@ -76,12 +76,6 @@ export async function cloneCommand(argv: string[], signal: AbortSignal): Promise
       req.targetPartition = to.partition;
     }
   }
-  const what =
-    req.targetPartition !== undefined
-      ? `partition ${req.targetPartition} of this disk will be overwritten`
-      : req.toFree
-        ? 'a new partition will be created in its free space'
-        : 'this will be overwritten';
   const from =
     kind === 'system'
       ? `the system partitions of ${req.source}`
@@ -93,7 +87,7 @@ export async function cloneCommand(argv: string[], signal: AbortSignal): Promise
     summary: `Clone ${from}${req.sectorBySector ? ' sector by sector' : ''}`,
     target: req.target,
     targetPartition: req.targetPartition,
-    what,
+    toFree: req.toFree,
     edit: req.edit,
     flags: v,
     signal,

@@ -97,17 +97,11 @@ export async function restoreCommand(argv: string[], signal: AbortSignal): Promi
       req.target = v.to!;
     }
   }
-  const what =
-    req.targetPartition !== undefined
-      ? `partition ${req.targetPartition} of this disk will be overwritten`
-      : req.toFree
-        ? 'a new partition will be created in its free space'
-        : 'this will be overwritten';
   return confirmAndRun({
     summary: `Restore ${req.image}`,
     target: req.target,
     targetPartition: req.targetPartition,
-    what,
+    toFree: req.toFree,
     edit: req.edit,
     flags: v,
     signal,
@@ -127,7 +121,7 @@ export async function confirmAndRun<R extends RestoreResult>(o: {
   summary: string;
   target: string;
   targetPartition?: number;
-  what: string;
+  toFree?: boolean;
   edit?: EditOptions;
   flags: { yes?: boolean; no?: boolean; json?: boolean };
   signal: AbortSignal;
@@ -140,8 +134,14 @@ export async function confirmAndRun<R extends RestoreResult>(o: {
     const lines = (await o.preview()).plan ?? [];
     plan = `\n  partitions: ${describeEditOptions(o.edit)}${lines.map((l) => `\n    ${l}`).join('')}`;
   }
+  const what =
+    o.targetPartition !== undefined
+      ? `partition ${o.targetPartition} of this disk will be overwritten`
+      : o.toFree
+        ? 'a new partition will be created in its free space'
+        : 'this will be overwritten';
   await confirmTyped(
-    `${o.summary}\n  to ${await describeTarget(o.target, o.targetPartition)}\n  — ${o.what}.${plan}`,
+    `${o.summary}\n  to ${await describeTarget(o.target, o.targetPartition)}\n  — ${what}.${plan}`,
     'yes',
     o.flags,
   );
