@@ -108,7 +108,6 @@ export class BackupChain {
     found.sort((a, b) => a.header.created - b.header.created || a.path.localeCompare(b.path));
     const points: ChainPoint[] = [];
     const byId = new Map<string, ChainPoint>();
-    const chain = { byId };
     try {
       for (const [i, f] of found.entries()) {
         const id = f.header.imageId.toString('hex');
@@ -125,7 +124,7 @@ export class BackupChain {
           p.reader = await ImageReader.open(f.path, {
             password: opts.password,
             resolvePoint: async (want) => {
-              const holder = chain.byId.get(want);
+              const holder = byId.get(want);
               if (!holder?.reader)
                 throw new RescueError(
                   'E_POINT_UNUSABLE',
