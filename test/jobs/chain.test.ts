@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
-import { ENTRY_FLAGS, ImageReader } from '../../rescue/engine/image/index.ts';
+import { ENTRY_FLAGS, ImageReader, type IndexEntry } from '../../rescue/engine/image/index.ts';
 import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/chain.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
 import { inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
@@ -227,6 +227,10 @@ describe('an encrypted chain', () => {
     const inc = imagePath(await cli(['backup', 'incremental', full, '--password-file', pw, '--yes']));
     const info = JSON.parse((await cli(['info', inc, '--json', '--password-file', pw])).stdout);
     expect(info.options.encrypted).toBe(true);
+    // Metadata windows changed a little: stored as encrypted patches, applied on restore.
+    const incReader = await ImageReader.open(inc, { password: 'chain secret' });
+    expect(incReader.entries.some((e) => e.flags & ENTRY_FLAGS.DELTA)).toBe(true);
+    await incReader.close();
     const part = join(dir, 'root.img');
     await cli(['restore', inc, '--to', part, '--password-file', pw, '--yes']);
     const now = (await inspectDiskFiles(disk)).get('1')!;
@@ -404,6 +408,139 @@ describe('the source of a chain', () => {
       await fsp.rm(imagePath(ok));
     } finally {
       await fsp.rename(moved, disk);
+    }
+  });
+});
+
+describe('small changes inside a window: delta records', () => {
+  // A few bytes rewritten in place in a big file: the changed windows are stored as patches of
+  // the earlier point's record, not whole.
+  const SMALL = {
+    file: 'small.img',
+    description: 'GPT: ext4',
+    size: 64 * MiB,
+    sfdisk: ['label: gpt', `start=1MiB, type=${GPT_TYPE.linux}, name="root"`].join('\n'),
+    volumes: [extfs('ext4', 'root', 2 * MiB)],
+  };
+  const poke = (at: number, seed: number) =>
+    withPartitionMounted(small, 1, 'ext4', async (m) => {
+      const h = await fsp.open(join(m, 'big.bin'), 'r+');
+      await h.write(Buffer.alloc(300, seed), 0, 300, at);
+      await h.close();
+    });
+  let small: string;
+  let sdir: string;
+  const strees: Tree[] = [];
+  const spoints: string[] = [];
+
+  beforeAll(async () => {
+    sdir = await makeTempDir('rescue-delta-');
+    small = await makeDisk(SMALL, sdir);
+    await withPartitionMounted(small, 1, 'ext4', (m) => writeRandom(join(m, 'big.bin'), 8 * MiB, 21));
+    strees.push(await inspectDiskFiles(small));
+    spoints.push(imagePath(await cli(['backup', 'disk', small, '--to', sdir, '--name', 's', '--yes'])));
+    await poke(3 * MiB + 1000, 1);
+    strees.push(await inspectDiskFiles(small));
+    spoints.push(imagePath(await cli(['backup', 'incremental', spoints[0], '--yes'])));
+    await poke(3 * MiB + 500_000, 2); // the same window again
+    strees.push(await inspectDiskFiles(small));
+    spoints.push(imagePath(await cli(['backup', 'incremental', spoints[1], '--yes'])));
+    // Nothing changed in the file: its window is referenced (a reference to a delta record).
+    await withPartitionMounted(small, 1, 'ext4', (m) => writeRandom(join(m, 'other.bin'), 1000, 22));
+    strees.push(await inspectDiskFiles(small));
+    spoints.push(imagePath(await cli(['backup', 'incremental', spoints[2], '--yes'])));
+  }, 300_000);
+
+  afterAll(async () => {
+    await fsp.rm(sdir, { recursive: true, force: true });
+  });
+
+  it('stores patches of the earlier record (against the full even on top of a delta), references them later', async () => {
+    const [full, inc1, inc2, inc3] = await Promise.all(spoints.map((p) => ImageReader.open(p)));
+    try {
+      const fullId = full.header.imageId.toString('hex');
+      const inc2Id = inc2.header.imageId.toString('hex');
+      const deltas1 = inc1.entries.filter((e) => e.flags & ENTRY_FLAGS.DELTA);
+      const deltas2 = inc2.entries.filter((e) => e.flags & ENTRY_FLAGS.DELTA);
+      expect(deltas1.length).toBeGreaterThan(0);
+      expect(deltas2.length).toBeGreaterThan(0);
+      // The second change is patched against the full's record, not against point 2's patch.
+      for (const e of [...deltas1, ...deltas2]) expect(e.pointId).toBe(fullId);
+      expect(deltas1.every((e) => e.storedLength < 4096)).toBe(true);
+      // Each point stores a few KiB, far less than one 2 MiB window of random data.
+      for (const p of spoints.slice(1)) expect((await fsp.stat(p)).size).toBeLessThan(256 * 1024);
+      const refToDelta = inc3.entries.filter(
+        (e) => e.flags & ENTRY_FLAGS.OTHER_POINT && e.flags & ENTRY_FLAGS.DELTA,
+      );
+      expect(refToDelta.length).toBeGreaterThan(0);
+      for (const e of refToDelta) expect(e.pointId).toBe(inc2Id);
+    } finally {
+      for (const r of [full, inc1, inc2, inc3]) await r.close();
+    }
+  });
+
+  it('every point restores to exactly its moment; check verifies the patches; merge restores like the last point', async () => {
+    for (let k = 0; k < spoints.length; k++) {
+      const out = join(sdir, `r${k}.img`);
+      await cli(['restore', spoints[k], '--to', out, '--yes']);
+      expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(strees[k]));
+      await fsp.rm(out);
+    }
+    const check = await rescue(['check', spoints[3]]);
+    expect(check.code, check.stdout).toBe(0);
+    const mdir = join(sdir, 'merged');
+    await fsp.mkdir(mdir);
+    const merged = imagePath(await cli(['merge', spoints[0], '--to', mdir, '--yes']));
+    const mr = await ImageReader.open(merged);
+    expect(mr.entries.some((e) => e.flags & (ENTRY_FLAGS.DELTA | ENTRY_FLAGS.OTHER_POINT))).toBe(false);
+    await mr.close();
+    const out = join(sdir, 'merged.img');
+    await cli(['restore', merged, '--to', out, '--yes']);
+    expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(strees[3]));
+    await fsp.rm(out);
+  });
+
+  it('a damaged patch makes exactly the points that need it unusable; a later patch against the full does not', async () => {
+    const copy = `${spoints[1]}.orig`;
+    await fsp.copyFile(spoints[1], copy);
+    try {
+      // A window that point 2 patched and point 3 patched again (against the full).
+      const r1 = await ImageReader.open(spoints[1]);
+      const r2 = await ImageReader.open(spoints[2]);
+      const again = (x: IndexEntry) => {
+        const j = r2.chunkNumber(x);
+        return (
+          j >= 0 &&
+          (r2.entries[j].flags & (ENTRY_FLAGS.DELTA | ENTRY_FLAGS.OTHER_POINT)) === ENTRY_FLAGS.DELTA
+        );
+      };
+      const e = r1.entries.find((x) => x.flags === ENTRY_FLAGS.DELTA && again(x));
+      await r1.close();
+      await r2.close();
+      expect(e).toBeDefined();
+      const at = e!.payloadOffset + Math.floor(e!.storedLength / 2);
+      const h = await fsp.open(spoints[1], 'r+');
+      const b = Buffer.alloc(1);
+      await h.read(b, 0, 1, at);
+      b[0] ^= 0xff;
+      await h.write(b, 0, 1, at);
+      await h.close();
+      const check = await rescue(['check', spoints[3]]);
+      expect(check.code, check.stdout).toBe(1);
+      expect(check.stdout).toMatch(/point 2 \(incremental\)[^\n]*DAMAGED/);
+      expect(check.stdout).toMatch(/E_CHUNK_CORRUPT/);
+      // Points 3 and 4 need the full's record of that window and point 3's patch, not point 2's.
+      expect(check.stdout).toMatch(/point 3 \(incremental\)[^\n]*intact\n\s+can be restored/);
+      expect(check.stdout).toMatch(/point 4 \(incremental\)[^\n]*intact\n\s+can be restored/);
+      const out = join(sdir, 'after-damage.img');
+      await cli(['restore', spoints[3], '--to', out, '--yes']);
+      expect(filesOf(await inspectDiskFiles(out))).toEqual(filesOf(strees[3]));
+      await fsp.rm(out);
+      const bad = await rescue(['restore', spoints[1], '--to', join(sdir, 'bad.img'), '--yes']);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/E_CHUNK_CORRUPT/);
+    } finally {
+      await fsp.rename(copy, spoints[1]);
     }
   });
 });

@@ -73,7 +73,7 @@ async function pointBackupCommand(
     } else {
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
       process.stderr.write(
-        `Point ${r.sequence} (${type}, on top of point ${r.base.sequence}): ${formatBytes(r.changedBytes)} changed of ${formatBytes(r.usedBytes)}, stored in ${formatBytes(r.storedBytes)}; ${r.seconds.toFixed(1)} s\n`,
+        `Point ${r.sequence} (${type}, on top of point ${r.base.sequence}): ${formatBytes(r.changedBytes)} changed of ${formatBytes(r.usedBytes)}${r.deltaBytes > 0 ? ` (${formatBytes(r.deltaBytes)} of it in windows stored as patches)` : ''}, stored in ${formatBytes(r.storedBytes)}; ${r.seconds.toFixed(1)} s\n`,
       );
     }
     process.stdout.write(`${r.firstFile}\n`);

@@ -18,6 +18,7 @@ import {
   ENTRY_FLAGS,
   IMAGE_EXTENSION,
   type ImageHeader,
+  type IndexEntry,
   type PointType,
   RECORD_HEADER,
 } from './types.ts';
@@ -281,6 +282,10 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
         damaged.set(id, (known ?? new Set<string>()).add(`${x.region}:${x.windowStart}`));
       else damaged.set(id, 'all');
     };
+    const hit = (id: string, key: string) => {
+      const d = damaged.get(id);
+      return d === 'all' || (d?.has(key) ?? false);
+    };
     for (const p of points) {
       const base = total.done;
       const one = await checkImage(p.path, {
@@ -291,7 +296,10 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
       report.chunks += one.chunks;
       report.bytes += one.bytes;
       const problems = one.points.flatMap((x) => x.problems);
-      if (p.reader) problems.push(...referenceProblems(chain, p.reader));
+      if (p.reader) {
+        problems.push(...referenceProblems(chain, p.reader));
+        problems.push(...(await deltaProblems(chain, p.reader, problems, hit)));
+      }
       for (const x of problems) mark(p.id, x);
       report.points.push({
         id: p.id,
@@ -302,10 +310,6 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
         file: p.path,
       });
     }
-    const hit = (id: string, key: string) => {
-      const d = damaged.get(id);
-      return d === 'all' || (d?.has(key) ?? false);
-    };
     for (const r of report.points) {
       const p = chain.point(r.id)!;
       const s = chain.status(p);
@@ -317,15 +321,15 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
       // Usable unless a chunk it needs — its own or one it refers to — is damaged.
       for (const e of p.reader?.entries ?? []) {
         const key = `${e.regionId}:${e.windowStart}`;
-        if (!(e.flags & ENTRY_FLAGS.OTHER_POINT)) {
-          if (!hit(p.id, key)) continue;
+        const bad = holdersOf(chain, p.id, e).find((id) => hit(id, key));
+        if (bad === undefined) continue;
+        if (bad === p.id) {
           r.why =
             damaged.get(p.id) === 'all'
               ? 'its own image is damaged'
               : `its own chunk (region ${e.regionId}, window at ${e.windowStart}) is damaged`;
         } else {
-          if (!hit(e.pointId, key) && !hit(p.id, key)) continue;
-          const h = chain.point(e.pointId);
+          const h = chain.point(bad);
           r.why = `point ${h?.sequence} (${h?.type}), which it builds on, has a damaged chunk it needs (region ${e.regionId}, window at ${e.windowStart})`;
         }
         r.usable = false;
@@ -342,6 +346,55 @@ export async function checkChain(file: string, opts: ChainCheckOptions = {}): Pr
   } finally {
     await chain.close();
   }
+}
+
+/**
+ * The points whose records a window's data is made of: its own record; a reference's holder (and
+ * what that record needs); a delta record and its base point's record.
+ */
+function holdersOf(chain: BackupChain, pointId: string, e: IndexEntry, depth = 0): string[] {
+  const refers = (e.flags & (ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA)) !== 0;
+  const own = e.flags & ENTRY_FLAGS.OTHER_POINT ? [] : [pointId];
+  if (!refers || depth > 64) return own;
+  const holder = chain.point(e.pointId)?.reader;
+  const j = holder ? holder.chunkNumber(e) : -1;
+  const held = holder && j >= 0 ? holder.entries[j] : undefined;
+  return [...own, ...(held ? holdersOf(chain, e.pointId, held, depth + 1) : [e.pointId])];
+}
+
+/**
+ * Applies every delta record of a point whose own payload and base record are intact (checkImage
+ * verifies a delta's payload alone; only with its base can the result's sha256 be checked).
+ */
+async function deltaProblems(
+  chain: BackupChain,
+  reader: ImageReader,
+  known: CheckProblem[],
+  hit: (id: string, key: string) => boolean,
+): Promise<CheckProblem[]> {
+  const out: CheckProblem[] = [];
+  const already = new Set(known.map((x) => `${x.region}:${x.windowStart}`));
+  const self = reader.header.imageId.toString('hex');
+  for (let i = 0; i < reader.entries.length; i++) {
+    const e = reader.entries[i];
+    if ((e.flags & (ENTRY_FLAGS.DELTA | ENTRY_FLAGS.OTHER_POINT)) !== ENTRY_FLAGS.DELTA) continue;
+    const key = `${e.regionId}:${e.windowStart}`;
+    if (already.has(key) || !chain.point(e.pointId)?.reader) continue;
+    if (holdersOf(chain, self, e).some((id) => hit(id, key))) continue; // the base's own damage
+    try {
+      await reader.readChunk(e);
+    } catch (err) {
+      if (!isRescueError(err) || !DAMAGE.has(err.code)) throw err;
+      out.push({
+        code: err.code,
+        message: err.message,
+        chunk: i,
+        region: e.regionId,
+        windowStart: e.windowStart,
+      });
+    }
+  }
+  return out;
 }
 
 /** Each reference must name a point of the chain that holds exactly that chunk. */

@@ -9,6 +9,7 @@
  */
 import { isRescueError, type RescueError } from '../errors.ts';
 import { aadFor, decrypt, unzstd } from './codec.ts';
+import { patchProblem } from './delta.ts';
 import { cancelled, chunkCorrupt } from './failures.ts';
 import { parseRecordHeader } from './layout.ts';
 import { ImageReader } from './reader.ts';
@@ -115,7 +116,12 @@ async function verifyEntries(
       const i = own[next++];
       const e = reader.entries[i];
       try {
-        const { recordProblem } = await reader.readChunkChecked(e, i);
+        // A delta record's result needs its base point: checkChain applies it; alone, its own
+        // payload is verified as far as it can be.
+        const { recordProblem } =
+          e.flags & ENTRY_FLAGS.DELTA
+            ? await reader.checkDeltaRecord(e, i)
+            : await reader.readChunkChecked(e, i);
         if (recordProblem) found.push({ i, p: problemOf(recordProblem) });
       } catch (err) {
         if (!isDamage(err)) throw err;
@@ -166,7 +172,7 @@ async function walkRecords(
     }
     const ctx = { image: reader.path, chunk: n, regionId: rec.regionId, windowStart: rec.windowStart };
     const payload = await reader.readLogical(pos + RECORD_HEADER.SIZE, rec.storedLength);
-    const why = await verifyWithoutIndex(payload, rec, key, reader.header.imageId);
+    const why = await verifyWithoutIndex(payload, rec, key, reader.header.imageId, reader.header.windowSize);
     if (why) problems.push(problemOf(chunkCorrupt(ctx, why)));
     pos += RECORD_HEADER.SIZE + rec.storedLength;
     n++;
@@ -181,6 +187,7 @@ async function verifyWithoutIndex(
   rec: { regionId: number; windowStart: number; rawLength: number; flags: number },
   key: Buffer | undefined,
   imageId: Buffer,
+  windowSize: number,
 ): Promise<string | null> {
   if (rec.flags & ENTRY_FLAGS.ZERO) return payload.length === 0 ? null : 'a zero chunk with stored bytes';
   let plain = payload;
@@ -189,9 +196,14 @@ async function verifyWithoutIndex(
     if (!p) return 'AES-GCM authentication failed';
     plain = p;
   }
-  if (rec.flags & ENTRY_FLAGS.STORED_RAW) return plain.length === rec.rawLength ? null : 'wrong length';
+  const delta = (rec.flags & ENTRY_FLAGS.DELTA) !== 0;
+  if (rec.flags & ENTRY_FLAGS.STORED_RAW) {
+    if (delta) return plain.length <= rec.rawLength ? patchProblem(plain, windowSize) : 'wrong length';
+    return plain.length === rec.rawLength ? null : 'wrong length';
+  }
   try {
     const raw = await unzstd(plain, rec.rawLength);
+    if (delta) return patchProblem(raw, windowSize);
     return raw.length === rec.rawLength ? null : `${raw.length} raw bytes, the record says ${rec.rawLength}`;
   } catch (e) {
     return `zstd: ${(e as Error).message}`;

@@ -227,12 +227,65 @@ export class ChunkCodec {
   }
 
   /**
+   * A delta record (docs/image-format.md, "Delta records"): the patch compressed (when that is
+   * smaller) and encrypted like a chunk. rawLength and sha256 are those of the window's new raw
+   * bytes, which the reader verifies after applying the patch to `basePoint`'s record.
+   */
+  async encodePatch(
+    regionId: number,
+    windowStart: number,
+    rawLength: number,
+    sha256: Buffer,
+    patch: Buffer,
+    basePoint: string,
+  ): Promise<EncodedChunk> {
+    if (patch.length === 0 || patch.length > rawLength)
+      throw internal(`encodePatch: a patch of ${patch.length} bytes for ${rawLength} (region ${regionId})`);
+    let flags: number = ENTRY_FLAGS.DELTA;
+    let stored = patch;
+    const frame =
+      this.level > 0 && patch.length >= MIN_COMPRESS_BYTES
+        ? await compressAsync(patch, zstdOptions(this.level, patch.length)).catch(() => null)
+        : null;
+    if (frame && frame.length < patch.length) stored = frame;
+    else flags |= ENTRY_FLAGS.STORED_RAW;
+    return {
+      ...this.finishEncode(regionId, windowStart, rawLength, flags, sha256, stored),
+      pointId: basePoint,
+    };
+  }
+
+  /**
+   * A delta record's payload → its patch, verified as far as it can be without the base: GCM tag,
+   * zstd frame (with its checksum), at most raw length bytes. The reader applies it and checks the
+   * result's sha256.
+   */
+  async decodePatch(entry: IndexEntry, payload: Buffer, context?: Partial<ChunkContext>): Promise<Buffer> {
+    const ctx: ChunkContext = { ...context, regionId: entry.regionId, windowStart: entry.windowStart };
+    if (payload.length !== entry.storedLength)
+      throw chunkCorrupt(ctx, `${payload.length} stored bytes, the index says ${entry.storedLength}`);
+    let plain = payload;
+    if (this.key) {
+      const p = decrypt(this.key, aadFor(this.imageId, entry.regionId, BigInt(entry.windowStart)), payload);
+      if (!p) throw chunkCorrupt(ctx, 'AES-GCM authentication failed');
+      plain = p;
+    }
+    if (entry.flags & ENTRY_FLAGS.STORED_RAW) return plain;
+    try {
+      return await unzstd(plain, entry.rawLength);
+    } catch (e) {
+      throw chunkCorrupt(ctx, `zstd: ${(e as Error).message}`);
+    }
+  }
+
+  /**
    * Stored payload → raw bytes, verified in this order: GCM tag, zstd frame (incl. its content
    * checksum), raw length, sha256. Throws E_CHUNK_CORRUPT naming the chunk; never returns
    * unverified bytes.
    */
   async decode(entry: IndexEntry, payload: Buffer, context?: Partial<ChunkContext>): Promise<Buffer> {
     const ctx: ChunkContext = { ...context, regionId: entry.regionId, windowStart: entry.windowStart };
+    if (entry.flags & ENTRY_FLAGS.DELTA) throw internal('decode: a delta record is applied by the reader');
     if (entry.flags & ENTRY_FLAGS.ZERO) {
       if (payload.length !== 0) throw chunkCorrupt(ctx, `a zero chunk with ${payload.length} stored bytes`);
       if (!zeroSha256(entry.rawLength).equals(entry.sha256))

@@ -10,6 +10,7 @@ export {
 } from './chain.ts';
 export { type CheckOptions, checkImage } from './check.ts';
 export { ChunkCodec, type ChunkCodecOptions, isAllZero, zeroSha256 } from './codec.ts';
+export { applyPatch, makePatch, patchProblem } from './delta.ts';
 export { type ChunkContext, describeChunk } from './failures.ts';
 export { deriveKey, validatePassword } from './keys.ts';
 export { sha256Async } from './layout.ts';

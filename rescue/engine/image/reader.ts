@@ -8,6 +8,7 @@ import { promises as fsp, type Stats } from 'node:fs';
 import { basename } from 'node:path';
 import { isRescueError, type RescueError } from '../errors.ts';
 import { ChunkCodec, openMetadata } from './codec.ts';
+import { applyPatch, patchProblem } from './delta.ts';
 import {
   type ChunkContext,
   chunkCorrupt,
@@ -39,6 +40,7 @@ import {
   parseTrailer,
   parseVolumeHeader,
   sha256,
+  sha256Async,
 } from './layout.ts';
 import { manifestProblem, type RegionInfo, regionInfos } from './manifest.ts';
 import {
@@ -522,23 +524,20 @@ export class ImageReader {
   ): Promise<{ raw: Buffer; recordProblem: RescueError | null; payload: Buffer }> {
     const ctx = this.context(entry, chunk);
     if (entry.flags & ENTRY_FLAGS.OTHER_POINT) {
-      if (!this.resolvePoint) throw pointRequired(ctx, entry.pointId);
-      const other = await this.resolvePoint(entry.pointId);
-      if (other.header.imageId.toString('hex') !== entry.pointId) throw pointRequired(ctx, entry.pointId);
-      // The holder must list this very chunk: same window, payload, length and sha256.
-      const own = { ...entry, pointId: '', flags: entry.flags & ~ENTRY_FLAGS.OTHER_POINT };
-      const i = other.chunkNumber(own);
+      const other = await this.pointOf(entry, ctx);
+      // The holder must list this very chunk: same window, flags, payload, length and sha256.
+      const i = other.chunkNumber(entry);
       const held = i >= 0 ? other.entries[i] : undefined;
       if (
         !held ||
-        held.flags !== own.flags ||
-        held.payloadOffset !== own.payloadOffset ||
-        held.storedLength !== own.storedLength ||
-        held.rawLength !== own.rawLength ||
-        !held.sha256.equals(own.sha256)
+        held.flags !== (entry.flags & ~ENTRY_FLAGS.OTHER_POINT) ||
+        held.payloadOffset !== entry.payloadOffset ||
+        held.storedLength !== entry.storedLength ||
+        held.rawLength !== entry.rawLength ||
+        !held.sha256.equals(entry.sha256)
       )
         throw chunkCorrupt(ctx, `the point ${entry.pointId} it refers to holds no such chunk`);
-      return other.readChunkChecked(own);
+      return other.readChunkChecked(held, i);
     }
     if (entry.flags & ENTRY_FLAGS.ZERO)
       return {
@@ -546,6 +545,73 @@ export class ImageReader {
         recordProblem: null,
         payload: Buffer.alloc(0),
       };
+    const { payload, recordProblem } = await this.readRecord(entry, ctx);
+    if (entry.flags & ENTRY_FLAGS.DELTA) {
+      const patch = await this.codec.decodePatch(entry, payload, ctx);
+      const raw = await this.applyDelta(entry, patch, ctx);
+      return { raw, recordProblem, payload };
+    }
+    const raw = await this.codec.decode(entry, payload, ctx);
+    return { raw, recordProblem, payload };
+  }
+
+  /**
+   * @internal checkImage without the chain: a delta record's own payload verified as far as it can
+   * be without its base (GCM, zstd, the patch's structure).
+   */
+  async checkDeltaRecord(entry: IndexEntry, chunk?: number): Promise<{ recordProblem: RescueError | null }> {
+    const ctx = this.context(entry, chunk);
+    const { payload, recordProblem } = await this.readRecord(entry, ctx);
+    const why = patchProblem(await this.codec.decodePatch(entry, payload, ctx), this.header.windowSize);
+    if (why) throw chunkCorrupt(ctx, why);
+    return { recordProblem };
+  }
+
+  /** The opened point an entry names (a reference's holder, a delta's base). */
+  private async pointOf(entry: IndexEntry, ctx: ChunkContext): Promise<ImageReader> {
+    if (!this.resolvePoint) throw pointRequired(ctx, entry.pointId);
+    const other = await this.resolvePoint(entry.pointId);
+    if (other.header.imageId.toString('hex') !== entry.pointId) throw pointRequired(ctx, entry.pointId);
+    return other;
+  }
+
+  /** A delta record's raw bytes: its base point's record for the window, patched, verified. */
+  private async applyDelta(entry: IndexEntry, patch: Buffer, ctx: ChunkContext): Promise<Buffer> {
+    const other = await this.pointOf(entry, ctx);
+    const i = other.chunkNumber(entry);
+    const held = i >= 0 ? other.entries[i] : undefined;
+    if (!held || held.flags & (ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA))
+      throw chunkCorrupt(
+        ctx,
+        `the point ${entry.pointId} holds no record of this window to apply the delta to`,
+      );
+    const W = this.header.windowSize;
+    const baseInfo = other.region(entry.regionId);
+    const info = this.regions.get(entry.regionId);
+    if (!baseInfo || !info || other.header.windowSize !== W)
+      throw chunkCorrupt(ctx, `the point ${entry.pointId} does not have this region`);
+    const base = (await other.readChunkChecked(held, i)).raw;
+    const end = entry.windowStart + W;
+    const raw = applyPatch(
+      patch,
+      { raw: base, pieces: [...baseInfo.layout.pieces(entry.windowStart, end)] },
+      [...info.layout.pieces(entry.windowStart, end)],
+      entry.windowStart,
+      W,
+    );
+    if (typeof raw === 'string') throw chunkCorrupt(ctx, `delta: ${raw}`);
+    if (raw.length !== entry.rawLength)
+      throw chunkCorrupt(ctx, `${raw.length} raw bytes after the delta, the index says ${entry.rawLength}`);
+    if (!(await sha256Async(raw)).equals(entry.sha256))
+      throw chunkCorrupt(ctx, 'sha256 mismatch (after applying the delta)');
+    return raw;
+  }
+
+  /** A record's payload, and whether its record header agrees with the index. */
+  private async readRecord(
+    entry: IndexEntry,
+    ctx: ChunkContext,
+  ): Promise<{ payload: Buffer; recordProblem: RescueError | null }> {
     const start = entry.payloadOffset - RECORD_HEADER.SIZE;
     if (start < HEADER.SIZE || entry.payloadOffset + entry.storedLength > this.trailer.indexOffset)
       throw chunkCorrupt(ctx, `its payload at ${entry.payloadOffset} lies outside the record area`);
@@ -561,9 +627,7 @@ export class ImageReader {
       rec.flags !== entry.flags
     )
       recordProblem = recordCorrupt(ctx, 'it disagrees with the index');
-    const payload = bytes.subarray(RECORD_HEADER.SIZE);
-    const raw = await this.codec.decode(entry, payload, ctx);
-    return { raw, recordProblem, payload };
+    return { payload: bytes.subarray(RECORD_HEADER.SIZE), recordProblem };
   }
 
   /** Bytes [offset, offset+length) of a region as restored; bytes the used map leaves out read as zeros. */
@@ -672,14 +736,19 @@ function validateEntries(image: string, entries: IndexEntry[], header: ImageHead
     if (e.windowStart % W !== 0) throw bad(`window start is not a multiple of ${W}`);
     if (e.rawLength < 1 || e.rawLength > W) throw bad(`raw length ${e.rawLength}`);
     const zero = (e.flags & ENTRY_FLAGS.ZERO) !== 0;
-    if (e.flags & ENTRY_FLAGS.OTHER_POINT) {
+    const delta = (e.flags & ENTRY_FLAGS.DELTA) !== 0;
+    if (e.flags & (ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA)) {
       if (e.pointId === '' || e.pointId === own) throw bad('refers to another point without naming it');
       if (header.pointType === 'full') throw bad('a full point refers to another point');
-      continue;
-    }
-    if (e.pointId !== '') throw bad('names a point without the flag');
+      if (delta && zero) throw bad('a delta record flagged zero');
+      if (e.flags & ENTRY_FLAGS.OTHER_POINT) continue;
+    } else if (e.pointId !== '') throw bad('names a point without the flag');
     if (zero && e.storedLength !== 0) throw bad('a zero chunk with stored bytes');
-    if (!zero) {
+    if (delta) {
+      // A patch is never longer than the raw bytes it produces.
+      if (e.storedLength <= overhead || e.storedLength > e.rawLength + overhead)
+        throw bad(`stored length ${e.storedLength} of a delta record for raw length ${e.rawLength}`);
+    } else if (!zero) {
       const raw = (e.flags & ENTRY_FLAGS.STORED_RAW) !== 0;
       if (
         raw

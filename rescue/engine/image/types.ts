@@ -85,9 +85,15 @@ export const METADATA_REGION_ID = 0xffffffff;
 export const INDEX_AAD_WINDOW = 0xffffffffffffffffn;
 export const MANIFEST_AAD_WINDOW = 0xfffffffffffffffen;
 
-export const ENTRY_FLAGS = { ZERO: 1, STORED_RAW: 2, OTHER_POINT: 4 } as const;
+/**
+ * ZERO: all raw bytes are zero, nothing stored. STORED_RAW: the payload is not compressed.
+ * OTHER_POINT: the record is in another point of the chain. DELTA: the payload is a patch of the
+ * same window of another point (docs/image-format.md, "Delta records").
+ */
+export const ENTRY_FLAGS = { ZERO: 1, STORED_RAW: 2, OTHER_POINT: 4, DELTA: 8 } as const;
 /** Flag bits a version-1 reader knows; others make an index entry invalid. */
-export const ENTRY_FLAGS_MASK = ENTRY_FLAGS.ZERO | ENTRY_FLAGS.STORED_RAW | ENTRY_FLAGS.OTHER_POINT;
+export const ENTRY_FLAGS_MASK =
+  ENTRY_FLAGS.ZERO | ENTRY_FLAGS.STORED_RAW | ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA;
 
 export const POINT_TYPES = ['full', 'incremental', 'differential'] as const;
 export type PointType = (typeof POINT_TYPES)[number];
@@ -194,6 +200,8 @@ export interface EncodedChunk {
   sha256: Buffer;
   /** nonce+ciphertext+tag, or the zstd frame, or the raw bytes; empty for a zero chunk. */
   payload: Buffer;
+  /** Flag DELTA only: the point holding the record the patch applies to. */
+  pointId?: string;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -350,11 +350,21 @@ export class ImageWriter {
     const where = `region ${regionId}, window ${windowStart}`;
     if (!Number.isInteger(rawLength) || rawLength < 1 || rawLength > this.windowSize)
       throw this.bug(`append: raw length ${rawLength} (${where})`);
-    if ((flags & ~FULL_MASK) !== 0) throw this.bug(`append: flags ${flags} (${where})`);
+    const delta = (flags & ENTRY_FLAGS.DELTA) !== 0;
+    if ((flags & ~(FULL_MASK | ENTRY_FLAGS.DELTA)) !== 0 || (delta && flags & ENTRY_FLAGS.ZERO))
+      throw this.bug(`append: flags ${flags} (${where})`);
     if (!Buffer.isBuffer(chunk.sha256) || chunk.sha256.length !== 32)
       throw this.bug(`append: sha256 (${where})`);
     const overhead = this.codec.encrypted ? GCM_OVERHEAD : 0;
-    if (flags & ENTRY_FLAGS.ZERO) {
+    if (delta) {
+      if (this.header.pointType === 'full') throw this.bug('append: a delta record in a full point');
+      if (!/^[0-9a-f]{32}$/.test(chunk.pointId ?? '') || chunk.pointId === this.imageId.toString('hex'))
+        throw this.bug(`append: delta base point "${chunk.pointId}" (${where})`);
+      if (payload.length <= overhead || payload.length > rawLength + overhead)
+        throw this.bug(`append: delta payload of ${payload.length} bytes for ${rawLength} (${where})`);
+    } else if (chunk.pointId) {
+      throw this.bug(`append: a point id without the delta flag (${where})`);
+    } else if (flags & ENTRY_FLAGS.ZERO) {
       if (payload.length !== 0) throw this.bug(`append: zero chunk with payload (${where})`);
     } else if (flags & ENTRY_FLAGS.STORED_RAW) {
       if (payload.length !== rawLength + overhead)
@@ -377,7 +387,7 @@ export class ImageWriter {
       rawLength,
       storedLength: payload.length,
       payloadOffset,
-      pointId: '',
+      pointId: delta ? chunk.pointId! : '',
       sha256: chunk.sha256,
     });
     this.lastRegion = regionId;
@@ -398,7 +408,7 @@ export class ImageWriter {
       throw this.bug(`appendReference: point id "${entry.pointId}"`);
     if (
       !(entry.flags & ENTRY_FLAGS.OTHER_POINT) ||
-      (entry.flags & ~(FULL_MASK | ENTRY_FLAGS.OTHER_POINT)) !== 0
+      (entry.flags & ~(FULL_MASK | ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA)) !== 0
     )
       throw this.bug(`appendReference: flags ${entry.flags}`);
     if (entry.rawLength < 1 || entry.rawLength > this.windowSize)

@@ -11,6 +11,7 @@ import {
   type Compression,
   checkImage,
   type EncodedChunk,
+  type Extent,
   type FinishResult,
   ImageWriter,
   type IndexEntry,
@@ -261,6 +262,19 @@ export type ReuseLookup = (
   sha256: Buffer,
 ) => IndexEntry | undefined;
 
+/**
+ * Incremental and differential points: a changed window as a delta record (a patch of an earlier
+ * point's record for it), or undefined when a whole chunk is better. `extents` are the window's
+ * used ranges (region-relative) that `raw` was read from.
+ */
+export type DeltaMaker = (
+  regionId: number,
+  windowStart: number,
+  raw: Buffer,
+  sha256: Buffer,
+  extents: readonly Extent[],
+) => Promise<EncodedChunk | undefined>;
+
 type Encoded = { chunk: EncodedChunk; rawLength: number } | { reference: IndexEntry; rawLength: number };
 
 /**
@@ -273,6 +287,7 @@ export async function copyRegions(
   meter: ProgressMeter,
   signal: AbortSignal,
   reuse?: ReuseLookup,
+  delta?: DeltaMaker,
 ): Promise<void> {
   const pending: Promise<Encoded>[] = [];
   const inFlight = Math.max(3, Math.round(IN_FLIGHT_BYTES / writer.windowSize));
@@ -282,7 +297,12 @@ export async function copyRegions(
     else await writer.appendReference(item.reference);
     meter.add(item.rawLength);
   };
-  const encode = async (regionId: number, windowStart: number, raw: Buffer): Promise<Encoded> => {
+  const encode = async (
+    regionId: number,
+    windowStart: number,
+    raw: Buffer,
+    extents: Extent[],
+  ): Promise<Encoded> => {
     if (reuse) {
       // Zero windows are asked about too (so the caller can count them unchanged) but never
       // referenced: a zero chunk stores nothing.
@@ -290,6 +310,8 @@ export async function copyRegions(
       const sha256 = zero ? zeroSha256(raw.length) : await sha256Async(raw);
       const reference = reuse(regionId, windowStart, raw.length, sha256);
       if (reference && !zero) return { reference, rawLength: raw.length };
+      const patched = !zero && delta ? await delta(regionId, windowStart, raw, sha256, extents) : undefined;
+      if (patched) return { chunk: patched, rawLength: raw.length };
       return {
         chunk: await writer.codec.encode(regionId, windowStart, raw, zero ? undefined : sha256),
         rawLength: raw.length,
@@ -316,7 +338,7 @@ export async function copyRegions(
             }
             throw e;
           });
-          const encoded = encode(r.id, w.windowStart, raw);
+          const encoded = encode(r.id, w.windowStart, raw, w.extents);
           // Observed now, awaited in order later: a failure must not surface as an unhandled rejection.
           encoded.catch(() => {});
           pending.push(encoded);

@@ -93,17 +93,19 @@ export async function runMerge(req: MergeRequest, ctx: JobContext): Promise<Merg
           const { entry, data } = pending.shift()!;
           const { raw, payload } = await data;
           const flags = entry.flags & (ENTRY_FLAGS.ZERO | ENTRY_FLAGS.STORED_RAW);
-          // Verified above; an unencrypted payload is position-independent and is kept as it is.
-          const chunk = sameKeying
-            ? {
-                regionId: entry.regionId,
-                windowStart: entry.windowStart,
-                rawLength: raw.length,
-                flags,
-                sha256: entry.sha256,
-                payload,
-              }
-            : await writer.codec.encode(entry.regionId, entry.windowStart, raw, entry.sha256);
+          // Verified above; an unencrypted payload is position-independent and is kept as it is
+          // (a delta record's payload is a patch: its result is stored as a whole chunk).
+          const chunk =
+            sameKeying && !(entry.flags & ENTRY_FLAGS.DELTA)
+              ? {
+                  regionId: entry.regionId,
+                  windowStart: entry.windowStart,
+                  rawLength: raw.length,
+                  flags,
+                  sha256: entry.sha256,
+                  payload,
+                }
+              : await writer.codec.encode(entry.regionId, entry.windowStart, raw, entry.sha256);
           await writer.append(chunk);
           meter.add(raw.length);
         };

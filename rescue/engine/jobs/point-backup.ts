@@ -7,8 +7,9 @@
 import { promises as fsp } from 'node:fs';
 import { basename } from 'node:path';
 import { FileSource } from '../devices/source.ts';
-import { RescueError } from '../errors.ts';
+import { isRescueError, RescueError } from '../errors.ts';
 import { totalBytes } from '../filesystems/extents.ts';
+import { DAMAGE } from '../image/check.ts';
 import {
   BackupChain,
   type ChainPoint,
@@ -19,12 +20,20 @@ import {
   type IndexEntry,
   keepPreviousLayout,
   type ManifestDisk,
+  makePatch,
   validateComment,
 } from '../image/index.ts';
 import { ImageWriter } from '../image/writer.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { PartitionTable } from '../partitions/types.ts';
-import { type BackupResult, checkNewImage, completeImage, copyRegions, type ReuseLookup } from './backup.ts';
+import {
+  type BackupResult,
+  checkNewImage,
+  completeImage,
+  copyRegions,
+  type DeltaMaker,
+  type ReuseLookup,
+} from './backup.ts';
 import type { JobContext } from './job.ts';
 import { type PlannedRegion, planDiskRegions } from './regions.ts';
 import { examineSource, manifestDisk, type SourceDisk } from './sources.ts';
@@ -53,6 +62,38 @@ export interface PointBackupResult extends BackupResult {
   unchangedBytes: number;
   /** Used bytes stored in this point. */
   changedBytes: number;
+  /** Of the changed bytes: those of windows stored as delta records (patches of an earlier point). */
+  deltaBytes: number;
+}
+
+/** A window is stored as a delta record only when its patch is at most 1/DELTA_WORTH of it. */
+const DELTA_WORTH = 4;
+
+/**
+ * The record a base point's entry stands on that a new delta record can patch: the entry's own
+ * record; a reference's holder's; a delta record's base. Undefined for zero chunks and points that
+ * could not be opened.
+ */
+function plainRecordOf(
+  chain: BackupChain,
+  pointId: string,
+  e: IndexEntry,
+): { id: string; reader: ImageReader; entry: IndexEntry } | undefined {
+  let id = pointId;
+  let entry = e;
+  for (let hops = 0; hops < 3; hops++) {
+    if (entry.flags & ENTRY_FLAGS.ZERO) return undefined;
+    if (!(entry.flags & (ENTRY_FLAGS.OTHER_POINT | ENTRY_FLAGS.DELTA))) {
+      const reader = chain.point(id)?.reader;
+      return reader ? { id, reader, entry } : undefined;
+    }
+    const holder = chain.point(entry.pointId)?.reader;
+    const j = holder ? holder.chunkNumber(entry) : -1;
+    if (!holder || j < 0) return undefined;
+    id = entry.pointId;
+    entry = holder.entries[j];
+  }
+  return undefined;
 }
 
 /** "NAME-3-incremental" for the third point of the chain whose full is NAME.rimg. */
@@ -245,11 +286,43 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
       unchangedBytes += rawLength;
       // A window that was and is all zeros is unchanged, but costs nothing to store again.
       if (e.flags & ENTRY_FLAGS.ZERO) return undefined;
-      return { ...e, flags: e.flags | ENTRY_FLAGS.OTHER_POINT, pointId: e.pointId || base.id };
+      // A reference names the point holding the record (a delta record's own point, too).
+      const holder = e.flags & ENTRY_FLAGS.OTHER_POINT ? e.pointId : base.id;
+      return { ...e, flags: e.flags | ENTRY_FLAGS.OTHER_POINT, pointId: holder };
+    };
+    let deltaBytes = 0;
+    let baseUnreadable = false;
+    const delta: DeltaMaker = async (regionId, windowStart, raw, sha256, extents) => {
+      const e = known.get(`${regionId}:${windowStart}`);
+      const plain = e && plainRecordOf(chain, base.id, e);
+      if (!plain) return undefined;
+      let baseRaw: Buffer;
+      try {
+        baseRaw = await plain.reader.readChunk(plain.entry);
+      } catch (err) {
+        // A damaged base record: this window is stored whole, so the new point does not need it.
+        if (!isRescueError(err) || !DAMAGE.has(err.code)) throw err;
+        baseUnreadable = true;
+        return undefined;
+      }
+      const W = writer.windowSize;
+      const pieces = plain.reader.region(regionId)?.layout.pieces(windowStart, windowStart + W);
+      if (!pieces) return undefined;
+      const patch = makePatch(
+        { raw: baseRaw, pieces: [...pieces] },
+        raw,
+        extents,
+        windowStart,
+        W,
+        Math.floor(raw.length / DELTA_WORTH),
+      );
+      if (!patch) return undefined;
+      deltaBytes += raw.length;
+      return writer.codec.encodePatch(regionId, windowStart, raw.length, sha256, patch, plain.id);
     };
     const finished = await completeImage(writer, ctx, t0, total, {
       message: `Comparing ${total} bytes with point ${base.sequence}`,
-      copy: (meter) => copyRegions(disks, writer, meter, ctx.signal, reuse),
+      copy: (meter) => copyRegions(disks, writer, meter, ctx.signal, reuse, delta),
       manifest: () => ({
         tool: req.tool,
         kind: m.kind,
@@ -259,6 +332,10 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
         disks: disks.map((d) => manifestDisk(d)),
       }),
     });
+    if (baseUnreadable)
+      warnings.push(
+        `an earlier point of the chain has a damaged chunk; the windows it held were stored whole in the new point (run rescue check ${basename(full.path)})`,
+      );
     if (req.check) await checkNewImage(finished.firstFile, password, ctx);
     return {
       imageId: writer.imageId.toString('hex'),
@@ -274,6 +351,7 @@ export async function runPointBackup(req: PointBackupRequest, ctx: JobContext): 
       base: { sequence: base.sequence, type: base.type, path: base.path },
       unchangedBytes,
       changedBytes: total - unchangedBytes,
+      deltaBytes,
     };
   } finally {
     for (const d of disks) await d.src.close().catch(() => {});
