@@ -29,6 +29,8 @@ Usage:
   rescue merge IMAGE --to DIR [--name N] [--point N] --yes   full + incrementals → one new full image
   rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
   rescue info IMAGE [--point N] [--json] [--password-file F]
+  rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR]
+      the web API on 127.0.0.1:8080; beyond loopback other computers pair with the printed PIN
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text
@@ -76,6 +78,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/check.ts')).checkCommand(rest, interruptSignal());
     case 'info':
       return (await import('./commands/info.ts')).infoCommand(rest);
+    case 'serve':
+      return (await import('./commands/serve.ts')).serveCommand(rest, interruptSignal());
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {

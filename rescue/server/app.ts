@@ -1,0 +1,253 @@
+/**
+ * The HTTP API over the engine (hono): disks, images, jobs with live progress (server-sent
+ * events), pairing for hosts other than this one. docs/api.md lists every route.
+ */
+import { getConnInfo } from '@hono/node-server/conninfo';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import { streamSSE } from 'hono/streaming';
+import { inventory } from '../engine/devices/inventory.ts';
+import { isRescueError, type RescueError } from '../engine/errors.ts';
+import { listImages } from './images.ts';
+import { jobFromRequest } from './job-specs.ts';
+import { badRequest, type JobManager, type JobUpdate } from './jobs.ts';
+import { CSRF_HEADER, isLoopback, type Pairing, SESSION_COOKIE } from './pairing.ts';
+
+export interface AppOptions {
+  tool: string;
+  jobs: JobManager;
+  pairing: Pairing;
+  /** Image files shown as disks beside the machine's block devices (labs, tests). */
+  extraDisks?: string[];
+  /** Folders searched for backup images. */
+  imageFolders?: string[];
+}
+
+type Env = { Variables: { csrf: string; local: boolean } };
+
+const STATUS: Record<string, 400 | 404 | 409 | 422> = {
+  E_BAD_REQUEST: 400,
+  E_CONFIRMATION_REQUIRED: 400,
+  E_JOB_NOT_FOUND: 404,
+};
+
+function remoteAddress(c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function problem(c: Context, e: RescueError, status: 400 | 401 | 403 | 404 | 409 | 422 | 429) {
+  return c.json(
+    { error: { code: e.code, message: e.message, remedy: e.remedy, details: e.details ?? null } },
+    status,
+  );
+}
+
+function fail(c: Context, status: 401 | 403 | 429, code: string, message: string, remedy: string) {
+  return c.json({ error: { code, message, remedy, details: null } }, status);
+}
+
+/** Origin, when a browser sends one, must be this server (a cross-site page posting here is refused). */
+function sameOrigin(c: Context): boolean {
+  const origin = c.req.header('origin');
+  if (!origin) return true;
+  try {
+    return new URL(origin).host === c.req.header('host');
+  } catch {
+    return false;
+  }
+}
+
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function createApp(o: AppOptions): Hono<Env> {
+  const app = new Hono<Env>();
+
+  app.onError((e, c) => {
+    if (isRescueError(e)) return problem(c, e, STATUS[e.code] ?? 422);
+    return c.json(
+      {
+        error: {
+          code: 'E_INTERNAL',
+          message: `internal error: ${(e as Error).message}`,
+          remedy: 'This is a bug: report it with the server output.',
+          details: null,
+        },
+      },
+      500,
+    );
+  });
+
+  app.get('/api/health', (c) => c.json({ ok: true, tool: o.tool, time: new Date().toISOString() }));
+
+  /** Who am I: loopback, paired (with the CSRF token to send back) or not paired yet. */
+  app.get('/api/session', (c) => {
+    if (isLoopback(remoteAddress(c))) return c.json({ local: true, paired: true, csrf: o.pairing.localCsrf });
+    const s = o.pairing.session(getCookie(c, SESSION_COOKIE));
+    return c.json(
+      s ? { local: false, paired: true, csrf: s.csrf } : { local: false, paired: false, csrf: null },
+    );
+  });
+
+  app.post('/api/pair', async (c) => {
+    if (!sameOrigin(c))
+      return fail(c, 403, 'E_CSRF', 'This request came from another site', 'Open the rescue page itself.');
+    const body = (await c.req.json().catch(() => ({}))) as { pin?: unknown };
+    const out = o.pairing.pair(remoteAddress(c), body.pin);
+    if (!out.ok) {
+      if (out.retryAfterSeconds) c.header('Retry-After', String(out.retryAfterSeconds));
+      return fail(
+        c,
+        out.status,
+        out.code,
+        out.message,
+        out.status === 429
+          ? 'Wait, then type the PIN shown on the rescue screen.'
+          : 'Type the 6-digit PIN shown on the rescue screen (and by rescue serve).',
+      );
+    }
+    setCookie(c, SESSION_COOKIE, out.session.token, { httpOnly: true, sameSite: 'Strict', path: '/' });
+    return c.json({ paired: true, csrf: out.session.csrf });
+  });
+
+  app.post('/api/logout', (c) => {
+    o.pairing.forget(getCookie(c, SESSION_COOKIE));
+    deleteCookie(c, SESSION_COOKIE, { path: '/' });
+    return c.json({ paired: false });
+  });
+
+  const guard: MiddlewareHandler<Env> = async (c, next) => {
+    const local = isLoopback(remoteAddress(c));
+    let csrf = o.pairing.localCsrf;
+    if (!local) {
+      const s = o.pairing.session(getCookie(c, SESSION_COOKIE));
+      if (!s)
+        return fail(
+          c,
+          401,
+          'E_NOT_PAIRED',
+          'This computer is not paired with the rescue system',
+          'Type the PIN shown on the rescue screen to pair (POST /api/pair).',
+        );
+      csrf = s.csrf;
+    }
+    if (UNSAFE.has(c.req.method)) {
+      if (!sameOrigin(c) || !o.pairing.csrfMatches(csrf, c.req.header(CSRF_HEADER)))
+        return fail(
+          c,
+          403,
+          'E_CSRF',
+          `A state-changing request without the session's ${CSRF_HEADER} header`,
+          'Reload the page (it fetches the token from GET /api/session).',
+        );
+    }
+    c.set('local', local);
+    c.set('csrf', csrf);
+    await next();
+  };
+  app.use('/api/*', guard);
+
+  app.get('/api/disks', async (c) => c.json(await inventory(o.extraDisks ?? [])));
+
+  app.get('/api/images', async (c) => {
+    const extra = c.req.queries('folder') ?? [];
+    return c.json(await listImages([...(o.imageFolders ?? []), ...extra]));
+  });
+
+  app.get('/api/jobs', (c) => c.json({ jobs: o.jobs.list() }));
+  app.get('/api/jobs/history', async (c) => c.json({ jobs: await o.jobs.history() }));
+
+  app.post('/api/jobs', async (c) => {
+    const body = await c.req.json().catch(() => {
+      throw badRequest('the body is not JSON');
+    });
+    const job = await o.jobs.submit(jobFromRequest(body, o.tool));
+    return c.json({ job }, 202);
+  });
+
+  app.get('/api/jobs/:id', (c) => {
+    const job = o.jobs.get(c.req.param('id'));
+    return job ? c.json({ job }) : notFound(c, c.req.param('id'));
+  });
+
+  app.post('/api/jobs/:id/cancel', (c) => {
+    const job = o.jobs.cancel(c.req.param('id'));
+    return job ? c.json({ job }) : notFound(c, c.req.param('id'));
+  });
+
+  /** Live updates of one job (its state first, then progress, log lines, state changes). */
+  app.get('/api/jobs/:id/events', (c) => {
+    const id = c.req.param('id');
+    if (!o.jobs.get(id)) return notFound(c, id);
+    return streamUpdates(c, o.jobs, (u) => ('id' in u ? u.id : u.job.id) === id, id);
+  });
+
+  /** Live updates of every job. */
+  app.get('/api/events', (c) => streamUpdates(c, o.jobs, () => true));
+
+  return app;
+}
+
+function notFound(c: Context, id: string) {
+  return c.json(
+    {
+      error: {
+        code: 'E_JOB_NOT_FOUND',
+        message: `There is no job ${id}`,
+        remedy: 'List the jobs with GET /api/jobs.',
+        details: null,
+      },
+    },
+    404,
+  );
+}
+
+function streamUpdates(c: Context, jobs: JobManager, wanted: (u: JobUpdate) => boolean, jobId?: string) {
+  return streamSSE(c, async (stream) => {
+    const queue: JobUpdate[] = [];
+    let wake: (() => void) | undefined;
+    const off = jobs.subscribe((u) => {
+      if (!wanted(u)) return;
+      queue.push(u);
+      wake?.();
+    });
+    // Subscribed first, then the snapshot: no update can fall between the two.
+    const first = jobId === undefined ? undefined : jobs.get(jobId);
+    let closed = false;
+    stream.onAbort(() => {
+      closed = true;
+      wake?.();
+    });
+    try {
+      if (first) await stream.writeSSE({ event: 'job', data: JSON.stringify(first) });
+      // A one-job stream ends with the job; the all-jobs stream runs until the client leaves.
+      let ended = first ? !['queued', 'running'].includes(first.state) : false;
+      while (!closed && !ended) {
+        if (queue.length === 0) {
+          await new Promise<void>((r) => {
+            wake = r;
+            // A comment line every 15 s keeps proxies from timing the stream out.
+            setTimeout(r, 15_000).unref();
+          });
+          wake = undefined;
+          if (queue.length === 0 && !closed) await stream.write(': keep-alive\n\n');
+          continue;
+        }
+        const u = queue.shift()!;
+        const data =
+          u.type === 'job'
+            ? u.job
+            : u.type === 'progress'
+              ? { id: u.id, ...u.progress }
+              : { id: u.id, ...u.line };
+        await stream.writeSSE({ event: u.type, data: JSON.stringify(data) });
+        if (first && u.type === 'job' && !['queued', 'running'].includes(u.job.state)) ended = true;
+      }
+    } finally {
+      off();
+    }
+  });
+}

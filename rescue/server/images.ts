@@ -1,0 +1,97 @@
+/**
+ * Backup images found in folders (attached disks' mount points, a network share, the folders given
+ * to `rescue serve --images`): every `.rimg` first volume, grouped into backup chains by the chain
+ * id in its header. Only headers are read (no password needed); a file that is not a finished
+ * image is listed with the reason.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { isRescueError } from '../engine/errors.ts';
+import { IMAGE_EXTENSION, readImageHeader } from '../engine/image/index.ts';
+
+export interface ImagePoint {
+  path: string;
+  imageId: string;
+  type: 'full' | 'incremental' | 'differential';
+  created: string;
+  encrypted: boolean;
+  /** Bytes of all its volume files. */
+  bytes: number;
+}
+
+export interface ImageChain {
+  chainId: string;
+  folder: string;
+  /** Oldest first. */
+  points: ImagePoint[];
+}
+
+export interface ImageListing {
+  chains: ImageChain[];
+  /** Files named like images that are not (interrupted backups, damage), with the reason. */
+  unreadable: { path: string; code: string; message: string }[];
+}
+
+const MAX_DEPTH = 3;
+const MAX_FILES = 5000;
+
+async function* rimgFiles(dir: string, depth: number, budget: { left: number }): AsyncGenerator<string> {
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  entries.sort((a, b) => a.name.localeCompare(b.name));
+  for (const e of entries) {
+    if (budget.left-- <= 0) return;
+    const p = join(dir, e.name);
+    if (e.isFile() && e.name.endsWith(IMAGE_EXTENSION)) yield p;
+    else if (e.isDirectory() && depth < MAX_DEPTH && !e.name.startsWith('.'))
+      yield* rimgFiles(p, depth + 1, budget);
+  }
+}
+
+async function volumeBytes(first: string, count: number): Promise<number> {
+  let n = 0;
+  for (let v = 1; v <= count; v++) {
+    const st = await fsp.stat(v === 1 ? first : `${first}.${v}`).catch(() => undefined);
+    n += st?.size ?? 0;
+  }
+  return n;
+}
+
+export async function listImages(folders: string[]): Promise<ImageListing> {
+  const chains = new Map<string, ImageChain>();
+  const unreadable: ImageListing['unreadable'] = [];
+  const budget = { left: MAX_FILES };
+  for (const folder of folders) {
+    for await (const path of rimgFiles(folder, 0, budget)) {
+      try {
+        const { header } = await readImageHeader(path);
+        const chainId = header.chainId.toString('hex');
+        const point: ImagePoint = {
+          path,
+          imageId: header.imageId.toString('hex'),
+          type: header.pointType,
+          created: new Date(header.created).toISOString(),
+          encrypted: header.encrypted,
+          bytes: await volumeBytes(path, header.volumeCount),
+        };
+        const key = `${chainId}:${join(path, '..')}`;
+        const chain = chains.get(key) ?? { chainId, folder: join(path, '..'), points: [] };
+        if (!chain.points.some((p) => p.imageId === point.imageId)) chain.points.push(point);
+        chains.set(key, chain);
+      } catch (e) {
+        if (!isRescueError(e)) throw e;
+        unreadable.push({ path, code: e.code, message: e.message });
+      }
+    }
+  }
+  const list = [...chains.values()];
+  for (const c of list) c.points.sort((a, b) => a.created.localeCompare(b.created));
+  list.sort((a, b) =>
+    b.points[b.points.length - 1].created.localeCompare(a.points[a.points.length - 1].created),
+  );
+  return { chains: list, unreadable };
+}

@@ -1,0 +1,85 @@
+/**
+ * Starts the API (and, later, the UI) on an address: 127.0.0.1:8080 by default. Listening anywhere
+ * else turns pairing on for every host but this one; the PIN is in the result for the caller to
+ * show (the kiosk screen, `rescue serve`'s output).
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import { RescueError } from '../engine/errors.ts';
+import { createApp } from './app.ts';
+import { JobManager } from './jobs.ts';
+import { isLoopback, Pairing } from './pairing.ts';
+
+export interface ServeOptions {
+  tool: string;
+  port?: number;
+  listen?: string;
+  extraDisks?: string[];
+  imageFolders?: string[];
+  /** Folder for the job history (the log view). */
+  stateDir?: string;
+  /** Told when too many wrong PINs made the PIN change. */
+  onPinChange?: (pin: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  address: string;
+  port: number;
+  pin: string;
+  /** Whether hosts other than this one can reach it (and must pair). */
+  remote: boolean;
+  jobs: JobManager;
+  pairing: Pairing;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_PORT = 8080;
+export const DEFAULT_LISTEN = '127.0.0.1';
+
+export async function startServer(o: ServeOptions): Promise<RunningServer> {
+  const jobs = new JobManager({ stateDir: o.stateDir });
+  const pairing = new Pairing({ onPinChange: o.onPinChange });
+  const app = createApp({
+    tool: o.tool,
+    jobs,
+    pairing,
+    extraDisks: o.extraDisks,
+    imageFolders: o.imageFolders,
+  });
+  const listen = o.listen ?? DEFAULT_LISTEN;
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new RescueError(
+          'E_LISTEN',
+          `Cannot listen on ${listen} port ${o.port ?? DEFAULT_PORT}: ${e.code === 'EADDRINUSE' ? 'another program uses that port' : e.code === 'EADDRNOTAVAIL' ? 'this machine has no such address' : e.message}`,
+          e.code === 'EADDRINUSE'
+            ? 'Stop the other program or choose another port with --port.'
+            : 'Give an address of this machine with --listen (0.0.0.0 for all), or a port you may use.',
+        ),
+      ),
+    );
+    server.listen(o.port ?? DEFAULT_PORT, listen, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    url: `http://${host}:${addr.port}/`,
+    address: addr.address,
+    port: addr.port,
+    get pin() {
+      return pairing.pin;
+    },
+    remote: !isLoopback(addr.address),
+    jobs,
+    pairing,
+    async close() {
+      await jobs.close();
+      server.closeAllConnections?.();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
