@@ -3,7 +3,8 @@
 # independent checkers). Idempotent: apt-get runs only when something is missing.
 set -eu
 PKGS="e2fsprogs dosfstools ntfs-3g exfatprogs exfat-fuse fuse3 mtools fdisk gdisk parted partclone
-util-linux mount cryptsetup-bin lvm2 mdadm zstd libudev1 attr btrfs-progs time"
+util-linux mount cryptsetup-bin lvm2 mdadm zstd libudev1 attr btrfs-progs time iproute2 curl
+chromium fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

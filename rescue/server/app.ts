@@ -8,10 +8,11 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { streamSSE } from 'hono/streaming';
 import { inventory } from '../engine/devices/inventory.ts';
 import { isRescueError, type RescueError } from '../engine/errors.ts';
-import { listImages } from './images.ts';
+import { imageInfo, listImages } from './images.ts';
 import { jobFromRequest } from './job-specs.ts';
 import { badRequest, type JobManager, type JobUpdate } from './jobs.ts';
 import { CSRF_HEADER, isLoopback, type Pairing, SESSION_COOKIE } from './pairing.ts';
+import { uiAssets } from './ui-assets.ts';
 
 export interface AppOptions {
   tool: string;
@@ -80,6 +81,29 @@ export function createApp(o: AppOptions): Hono<Env> {
       500,
     );
   });
+
+  // The UI itself needs no pairing: it shows the pairing screen to a computer that must pair.
+  const page =
+    (type: string, pick: (a: Awaited<ReturnType<typeof uiAssets>>) => string) => async (c: Context) => {
+      const assets = await uiAssets();
+      c.header('content-type', type);
+      c.header('cache-control', 'no-store');
+      c.header('x-content-type-options', 'nosniff');
+      c.header('content-security-policy', "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+      return c.body(pick(assets));
+    };
+  app.get(
+    '/',
+    page('text/html; charset=utf-8', (a) => a.html),
+  );
+  app.get(
+    '/ui/app.js',
+    page('text/javascript; charset=utf-8', (a) => a.js),
+  );
+  app.get(
+    '/ui/app.css',
+    page('text/css; charset=utf-8', (a) => a.css),
+  );
 
   app.get('/api/health', (c) => c.json({ ok: true, tool: o.tool, time: new Date().toISOString() }));
 
@@ -155,6 +179,24 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.get('/api/images', async (c) => {
     const extra = c.req.queries('folder') ?? [];
     return c.json(await listImages([...(o.imageFolders ?? []), ...extra]));
+  });
+
+  app.post('/api/images/info', async (c) => {
+    const body = (await c.req.json().catch(() => null)) as {
+      path?: unknown;
+      password?: unknown;
+      point?: unknown;
+    } | null;
+    if (!body || typeof body.path !== 'string' || body.path === '')
+      throw badRequest('"path" must be the image file');
+    if (body.password !== undefined && typeof body.password !== 'string')
+      throw badRequest('"password" must be a string');
+    const point = body.point;
+    if (point !== undefined && point !== 'latest' && !(Number.isSafeInteger(point) && (point as number) >= 1))
+      throw badRequest('"point" must be a point number or "latest"');
+    return c.json(
+      await imageInfo(body.path, body.password as string | undefined, point as number | 'latest' | undefined),
+    );
   });
 
   app.get('/api/jobs', (c) => c.json({ jobs: o.jobs.list() }));

@@ -7,7 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isRescueError } from '../engine/errors.ts';
-import { IMAGE_EXTENSION, readImageHeader } from '../engine/image/index.ts';
+import { BackupChain, IMAGE_EXTENSION, readImageHeader } from '../engine/image/index.ts';
 
 export interface ImagePoint {
   path: string;
@@ -94,4 +94,94 @@ export async function listImages(folders: string[]): Promise<ImageListing> {
     b.points[b.points.length - 1].created.localeCompare(a.points[a.points.length - 1].created),
   );
   return { chains: list, unreadable };
+}
+
+export interface ImageInfo {
+  path: string;
+  kind: 'disk' | 'partition' | 'system';
+  name: string;
+  comment: string;
+  created: string;
+  encrypted: boolean;
+  compression: string;
+  /** The point shown: its number in the chain. */
+  sequence: number;
+  disks: {
+    index: number;
+    source: { path: string; model: string | null; serial: string | null; size: number };
+    table: 'gpt' | 'mbr' | null;
+    partitions: {
+      number: number;
+      start: number;
+      size: number;
+      fs: string | null;
+      label: string | null;
+      usedBytes: number | null;
+    }[];
+  }[];
+  chain: {
+    sequence: number;
+    type: string;
+    created: string;
+    file: string;
+    usable: boolean;
+    why: string | null;
+  }[];
+}
+
+/** What a restore wizard shows of an image: its disks and partitions, and every point of its chain. */
+export async function imageInfo(
+  path: string,
+  password?: string,
+  point?: number | 'latest',
+): Promise<ImageInfo> {
+  const chain = await BackupChain.open(path, { password });
+  try {
+    const p = chain.find(point);
+    if (!p.reader) throw p.damage!;
+    const m = p.reader.manifest;
+    return {
+      path: p.path,
+      kind: m.kind,
+      name: m.name,
+      comment: m.comment,
+      created: m.created,
+      encrypted: m.options.encrypted,
+      compression: m.options.compression,
+      sequence: p.sequence,
+      disks: m.disks.map((d) => ({
+        index: d.index,
+        source: {
+          path: d.source.path,
+          model: d.source.model ?? null,
+          serial: d.source.serial ?? null,
+          size: d.source.size,
+        },
+        table: d.table?.kind === 'gpt' ? 'gpt' : d.table?.kind === 'mbr' ? 'mbr' : null,
+        partitions: d.regions
+          .filter((r) => r.kind === 'partition' || r.kind === 'disk')
+          .map((r) => ({
+            number: r.partition ?? 0,
+            start: r.start,
+            size: r.size,
+            fs: r.fs?.type ?? null,
+            label: r.fs?.label ?? null,
+            usedBytes: r.usedBytes ?? null,
+          })),
+      })),
+      chain: chain.points.map((q) => {
+        const s = chain.status(q);
+        return {
+          sequence: q.sequence,
+          type: q.type,
+          created: q.created,
+          file: q.path,
+          usable: s.usable,
+          why: s.why ?? null,
+        };
+      }),
+    };
+  } finally {
+    await chain.close();
+  }
 }

@@ -1,0 +1,87 @@
+/** The rescue screen: pairing when needed, then home and the wizards, routed by the URL's hash. */
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { type ApiError, api, type Session, setCsrf } from './api.ts';
+import { ErrorBox } from './components.ts';
+import { html } from './html.ts';
+import { HomeScreen } from './views/home.ts';
+import { JobScreen } from './views/job.ts';
+import { PairScreen } from './views/pair.ts';
+import { RestoreWizard } from './views/restore.ts';
+
+function useHash(): string {
+  const [hash, setHash] = useState(location.hash || '#/');
+  useEffect(() => {
+    const on = () => setHash(location.hash || '#/');
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return hash;
+}
+
+function Screen(props: { hash: string }) {
+  const [, path, arg] = /^#\/([^/]*)\/?(.*)$/.exec(props.hash) ?? [];
+  switch (path) {
+    case '':
+      return html`<${HomeScreen} />`;
+    case 'restore':
+      // A new wizard every time the link is followed (key), not the half-finished last one.
+      return html`<${RestoreWizard} key=${props.hash} />`;
+    case 'jobs':
+      return html`<${JobScreen} id=${arg} />`;
+    default:
+      return html`<main><h2>Not here yet</h2><p>This part of the rescue screen is not available in this version.</p><p><a href="#/">Back to the start</a></p></main>`;
+  }
+}
+
+function App() {
+  const [session, setSession] = useState<Session | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const hash = useHash();
+  useEffect(() => {
+    api
+      .get<Session>('/api/session')
+      .then((s) => {
+        if (s.csrf) setCsrf(s.csrf);
+        setSession(s);
+      })
+      .catch(setError);
+  }, []);
+  const nav = [
+    ['#/', 'Home'],
+    ['#/restore', 'Restore'],
+    ['#/clone', 'Clone'],
+    ['#/backup', 'Back up'],
+    ['#/tools', 'Tools'],
+  ];
+  return html`<div class="app">
+    <header>
+      <span class="brand">Rescue</span>
+      ${
+        session?.paired
+          ? html`<nav aria-label="Main">${nav.map(
+              ([href, label]) =>
+                html`<a href=${href} aria-current=${hash === href || (href !== '#/' && hash.startsWith(href)) ? 'page' : undefined}>${label}</a>`,
+            )}</nav>`
+          : null
+      }
+    </header>
+    ${
+      error
+        ? html`<main><${ErrorBox} error=${error} title="The rescue system does not answer" /></main>`
+        : session === null
+          ? html`<main><p>Connecting…</p></main>`
+          : !session.paired
+            ? html`<${PairScreen} onPaired=${(csrf: string) => {
+                setCsrf(csrf);
+                setSession({ local: false, paired: true, csrf });
+              }} />`
+            : html`<${Screen} hash=${hash} />`
+    }
+  </div>`;
+}
+
+const root = document.getElementById('app')!;
+// The static "Loading…" placeholder goes; preact would otherwise keep it beside the app.
+root.textContent = '';
+render(html`<${App} />`, root);

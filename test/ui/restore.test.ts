@@ -1,0 +1,150 @@
+/**
+ * The restore wizard in a real browser (Debian's Chromium) against the real server and engine: an
+ * encrypted backup of a GPT disk (ext4 + NTFS) restored onto a blank disk-image file by clicking
+ * and typing only. The target is then checked by the independent oracles (mounted through the
+ * real drivers, fsck). Every step is screenshotted at 1024×768 (and the home screen at 1920×1080).
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
+import { launchBrowser, shot } from '../fixtures/browser.ts';
+import { imagePath, rescue } from '../fixtures/cli.ts';
+import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { makeTempDir, sparseFile } from '../fixtures/lab.ts';
+import { type ApiClient, startApi } from '../fixtures/server.ts';
+
+const MiB = 1024 * 1024;
+const PASSWORD = 'wizard secret';
+
+const PLAN = {
+  file: 'office-pc.img',
+  description: 'GPT: ext4 + NTFS',
+  size: 200 * MiB,
+  sfdisk: [
+    'label: gpt',
+    `start=1MiB, size=96MiB, type=${GPT_TYPE.linux}, name="root"`,
+    `type=${GPT_TYPE.basicData}, name="data"`,
+  ].join('\n'),
+  volumes: [extfs('ext4', 'root', 16 * MiB), ntfsfs('Data', 8 * MiB)],
+};
+
+let dir: string;
+let source: string;
+let target: string;
+let images: string;
+let api: ApiClient;
+let browser: Browser;
+let page: Page;
+let original: Awaited<ReturnType<typeof inspectDiskFiles>>;
+
+function filesOf(t: typeof original) {
+  return [...t.entries()].map(([node, p]) => ({
+    node,
+    fs: p.fs,
+    fsck: p.fsck,
+    files: Object.fromEntries(p.files),
+  }));
+}
+
+beforeAll(async () => {
+  dir = await makeTempDir('rescue-ui-');
+  source = await makeDisk(PLAN, dir);
+  original = await inspectDiskFiles(source);
+  images = join(dir, 'backups');
+  await fsp.mkdir(images);
+  await fsp.writeFile(join(dir, 'pw'), `${PASSWORD}\n`);
+  const r = await rescue([
+    'backup',
+    'disk',
+    source,
+    '--to',
+    images,
+    '--name',
+    'office-pc',
+    '--password-file',
+    join(dir, 'pw'),
+    '--yes',
+  ]);
+  expect(r.code, r.stderr).toBe(0);
+  expect(imagePath(r)).toBe(join(images, 'office-pc', 'office-pc.rimg'));
+  target = join(dir, 'new-disk.img');
+  await sparseFile(target, 200 * MiB);
+  api = await startApi({ extraDisks: [target], imageFolders: [images] });
+  browser = await launchBrowser();
+  page = await browser.newPage({ viewport: { width: 1024, height: 768 } });
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await api?.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+describe('the restore wizard', () => {
+  it('restores an encrypted backup onto a blank disk: same files, fsck clean', async () => {
+    await page.goto(`${api.base}/`);
+    await page.getByRole('heading', { name: 'What do you want to do?' }).waitFor();
+    await page.getByText('new-disk.img').first().waitFor();
+    await shot(page, 'restore', '0-home');
+
+    await page
+      .getByRole('link', { name: /^Restore/ })
+      .first()
+      .click();
+    await page.getByRole('heading', { name: 'Which backup?' }).waitFor();
+    await page.getByRole('radio', { name: /office-pc\.rimg/ }).check();
+    await shot(page, 'restore', '1-backup');
+    await page.getByRole('button', { name: 'Next' }).click();
+
+    await page.getByRole('heading', { name: 'Which moment?' }).waitFor();
+    await page.getByLabel('Password').fill('not it');
+    await page.getByRole('button', { name: 'Open' }).click();
+    await page.getByRole('alert').getByText('E_WRONG_PASSWORD').waitFor();
+    await shot(page, 'restore', '2-wrong-password');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Open' }).click();
+    await expect
+      .poll(() => page.getByRole('radio', { name: /full backup \(point 1\)/ }).isChecked())
+      .toBe(true);
+    await shot(page, 'restore', '2-point');
+    await page.getByRole('button', { name: 'Next' }).click();
+
+    await page.getByRole('heading', { name: 'What should be restored?' }).waitFor();
+    expect(await page.getByRole('radio', { name: /The whole disk/ }).isChecked()).toBe(true);
+    await shot(page, 'restore', '3-what');
+    await page.getByRole('button', { name: 'Next' }).click();
+
+    await page.getByRole('heading', { name: 'Where to?' }).waitFor();
+    await page.getByRole('radio', { name: /new-disk\.img/ }).check();
+    await shot(page, 'restore', '4-where');
+    await page.getByRole('button', { name: 'Next' }).click();
+
+    await page.getByRole('heading', { name: 'How?' }).waitFor();
+    await shot(page, 'restore', '5-options');
+    await page.getByRole('button', { name: 'Next' }).click();
+
+    await page.getByRole('heading', { name: 'Check and confirm' }).waitFor();
+    const go = page.getByRole('button', { name: 'Overwrite new-disk.img' });
+    expect(await go.isDisabled()).toBe(true);
+    await page.getByLabel(/Type new-disk\.img to confirm/).fill('new-disk');
+    expect(await go.isDisabled()).toBe(true);
+    await page.getByLabel(/Type new-disk\.img to confirm/).fill('new-disk.img');
+    await shot(page, 'restore', '6-confirm');
+    await go.click();
+
+    await page.getByRole('heading', { name: 'Restore finished' }).waitFor({ timeout: 120_000 });
+    await shot(page, 'restore', '7-finished');
+    expect(await page.getByText('The disk has been restored').isVisible()).toBe(true);
+    expect(filesOf(await inspectDiskFiles(target))).toEqual(filesOf(original));
+  });
+
+  it('reads at 1920×1080 too', async () => {
+    const wide = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+    await wide.goto(`${api.base}/`);
+    await wide.getByRole('heading', { name: 'Disks' }).waitFor();
+    await shot(wide, 'restore', '8-home-1080p');
+    await wide.close();
+  });
+});
