@@ -161,21 +161,23 @@ export function JobProgress(props: { job: Job; onCancel?: () => void }) {
   const j = props.job;
   const [asked, setAsked] = useState(false);
   const phase = j.progress?.phase ?? j.phase;
-  const last = j.log.slice(-6);
+  // The error itself is shown in its own box below, with the remedy.
+  const last = j.log.filter((l) => !(j.error && l.level === 'error')).slice(-6);
+  const ended = j.state === 'failed' || j.state === 'cancelled';
   return html`<div class="job">
-    <div class="job-state" aria-live="polite">
-      ${
-        j.state === 'queued'
-          ? `Waiting: job ${j.waitingFor.join(', ')} uses the same disk`
-          : j.state === 'running'
-            ? (phase && PHASES[phase]) || 'Working'
-            : j.state === 'done'
-              ? finishedText(j)
-              : j.state === 'cancelled'
-                ? 'Cancelled'
-                : 'Failed'
-      }
-    </div>
+    ${
+      ended
+        ? null
+        : html`<div class="job-state" aria-live="polite">
+          ${
+            j.state === 'queued'
+              ? `Waiting: job ${j.waitingFor.join(', ')} uses the same disk`
+              : j.state === 'running'
+                ? (phase && PHASES[phase]) || 'Working'
+                : finishedText(j)
+          }
+        </div>`
+    }
     ${j.state === 'running' || j.state === 'queued' ? html`<${ProgressBar} progress=${j.progress} />` : null}
     <ul class="log">
       ${last.map((l) => html`<li class=${l.level}>${l.message}</li>`)}

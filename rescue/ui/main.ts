@@ -4,6 +4,8 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, api, type Session, setCsrf } from './api.ts';
 import { ErrorBox } from './components.ts';
 import { html } from './html.ts';
+import { BackupWizard } from './views/backup.ts';
+import { CloneWizard } from './views/clone.ts';
 import { HomeScreen } from './views/home.ts';
 import { JobScreen } from './views/job.ts';
 import { PairScreen } from './views/pair.ts';
@@ -19,14 +21,18 @@ function useHash(): string {
   return hash;
 }
 
-function Screen(props: { hash: string }) {
+function Screen(props: { hash: string; visit: number }) {
   const [, path, arg] = /^#\/([^/]*)\/?(.*)$/.exec(props.hash) ?? [];
   switch (path) {
     case '':
       return html`<${HomeScreen} />`;
     case 'restore':
       // A new wizard every time the link is followed (key), not the half-finished last one.
-      return html`<${RestoreWizard} key=${props.hash} />`;
+      return html`<${RestoreWizard} key=${`${props.hash}:${props.visit}`} />`;
+    case 'clone':
+      return html`<${CloneWizard} key=${`${props.hash}:${props.visit}`} />`;
+    case 'backup':
+      return html`<${BackupWizard} key=${`${props.hash}:${props.visit}`} />`;
     case 'jobs':
       return html`<${JobScreen} id=${arg} />`;
     default:
@@ -38,6 +44,8 @@ function App() {
   const [session, setSession] = useState<Session | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const hash = useHash();
+  // Following the link of the screen already shown starts it afresh (a new wizard).
+  const [visit, setVisit] = useState(0);
   useEffect(() => {
     api
       .get<Session>('/api/session')
@@ -61,7 +69,7 @@ function App() {
         session?.paired
           ? html`<nav aria-label="Main">${nav.map(
               ([href, label]) =>
-                html`<a href=${href} aria-current=${hash === href || (href !== '#/' && hash.startsWith(href)) ? 'page' : undefined}>${label}</a>`,
+                html`<a href=${href} onClick=${() => href === hash && setVisit(visit + 1)} aria-current=${hash === href || (href !== '#/' && hash.startsWith(href)) ? 'page' : undefined}>${label}</a>`,
             )}</nav>`
           : null
       }
@@ -76,7 +84,7 @@ function App() {
                 setCsrf(csrf);
                 setSession({ local: false, paired: true, csrf });
               }} />`
-            : html`<${Screen} hash=${hash} />`
+            : html`<${Screen} hash=${hash} visit=${visit} />`
     }
   </div>`;
 }

@@ -5,10 +5,11 @@
  */
 import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, api, type DiskReport, type ImageChain, type ImageInfo, type Job } from '../api.ts';
-import { DiskCard, ErrorBox, JobProgress, StepHeading, Steps, TypedConfirm, useJob } from '../components.ts';
+import { DiskCard, ErrorBox, StepHeading, Steps, TypedConfirm } from '../components.ts';
 import { bytes, when } from '../format.ts';
 import { html } from '../html.ts';
 import { useDisks, useImages } from './home.ts';
+import { Nav, RunningStep } from './wizard.ts';
 
 const STEPS = ['Backup', 'Point', 'What', 'Where', 'Options', 'Confirm', 'Restore'];
 
@@ -27,13 +28,6 @@ interface Choice {
   edit: EditMode;
   align: boolean;
   sectorBySector: boolean;
-}
-
-function Nav(props: { back?: () => void; next?: () => void; nextLabel?: string; nextDisabled?: boolean }) {
-  return html`<div class="row nav">
-    ${props.back ? html`<button class="secondary" onClick=${props.back}>Back</button>` : null}
-    ${props.next ? html`<button class="primary" onClick=${props.next} disabled=${props.nextDisabled}>${props.nextLabel ?? 'Next'}</button>` : null}
-  </div>`;
 }
 
 function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void; next: () => void }) {
@@ -309,23 +303,6 @@ function Confirm(props: { choice: Choice; back: () => void; started: (job: Job) 
   </section>`;
 }
 
-function Running(props: { id: string }) {
-  const [ended, setEnded] = useState<Job | null>(null);
-  const job = useJob(props.id, setEnded);
-  if (!job) return html`<p>Starting…</p>`;
-  return html`<section>
-    <${StepHeading}>${ended ? (ended.state === 'done' ? 'Restore finished' : ended.state === 'cancelled' ? 'Restore cancelled' : 'Restore failed') : 'Restoring…'}</${StepHeading}>
-    <${JobProgress} job=${job} onCancel=${() => api.post(`/api/jobs/${props.id}/cancel`)} />
-    <${ErrorBox} error=${job.error} title="The restore stopped" />
-    ${
-      ended?.state === 'done'
-        ? html`<p class="ok">The disk has been restored. Remove the rescue media and start the computer from that disk.</p>`
-        : null
-    }
-    ${ended ? html`<div class="row"><a class="button" href="#/">Back to the start</a></div>` : null}
-  </section>`;
-}
-
 export function RestoreWizard() {
   const [step, setStep] = useState(0);
   const [choice, setChoice] = useState<Choice>({ edit: 'copy', align: false, sectorBySector: false });
@@ -344,7 +321,10 @@ export function RestoreWizard() {
         setJobId(j.id);
         setStep(6);
       }} />`,
-    () => (jobId ? html`<${Running} id=${jobId} />` : null),
+    () =>
+      jobId
+        ? html`<${RunningStep} id=${jobId} noun="Restore" doneText="The disk has been restored. Remove the rescue media and start the computer from that disk." />`
+        : null,
   ][step];
   return html`<main>
     <h1 class="sr-only">Restore</h1>

@@ -1,0 +1,38 @@
+/** What the wizards share: the back/next row and the running-job step. */
+import { useState } from 'preact/hooks';
+import { api, type Job } from '../api.ts';
+import { ErrorBox, JobProgress, StepHeading, useJob } from '../components.ts';
+import { html } from '../html.ts';
+
+export function Nav(props: {
+  back?: () => void;
+  next?: () => void;
+  nextLabel?: string;
+  nextDisabled?: boolean;
+}) {
+  return html`<div class="row nav">
+    ${props.back ? html`<button class="secondary" onClick=${props.back}>Back</button>` : null}
+    ${props.next ? html`<button class="primary" onClick=${props.next} disabled=${props.nextDisabled}>${props.nextLabel ?? 'Next'}</button>` : null}
+  </div>`;
+}
+
+/** The last step of every wizard: live progress, then the outcome in words. */
+export function RunningStep(props: { id: string; noun: string; doneText: string }) {
+  const [ended, setEnded] = useState<Job | null>(null);
+  const job = useJob(props.id, setEnded);
+  if (!job) return html`<p>Starting…</p>`;
+  const title = ended
+    ? ended.state === 'done'
+      ? `${props.noun} finished`
+      : ended.state === 'cancelled'
+        ? `${props.noun} cancelled`
+        : `${props.noun} failed`
+    : `${props.noun}…`;
+  return html`<section>
+    <${StepHeading}>${title}</${StepHeading}>
+    <${JobProgress} job=${job} onCancel=${() => api.post(`/api/jobs/${props.id}/cancel`)} />
+    <${ErrorBox} error=${job.error} title=${`The ${props.noun.toLowerCase()} stopped`} />
+    ${ended?.state === 'done' ? html`<p class="ok">${props.doneText}</p>` : null}
+    ${ended ? html`<div class="row"><a class="button" href="#/">Back to the start</a></div>` : null}
+  </section>`;
+}
