@@ -11,6 +11,7 @@ import { isRescueError, type RescueError } from '../engine/errors.ts';
 import { imageInfo, listImages } from './images.ts';
 import { jobFromRequest } from './job-specs.ts';
 import { badRequest, type JobManager, type JobUpdate } from './jobs.ts';
+import type { Locations } from './locations.ts';
 import { CSRF_HEADER, isLoopback, type Pairing, SESSION_COOKIE } from './pairing.ts';
 import { uiAssets } from './ui-assets.ts';
 
@@ -22,12 +23,15 @@ export interface AppOptions {
   extraDisks?: string[];
   /** Folders searched for backup images. */
   imageFolders?: string[];
+  locations: Locations;
 }
 
 type Env = { Variables: { csrf: string; local: boolean } };
 
 const STATUS: Record<string, 400 | 404 | 409 | 422> = {
   E_BAD_REQUEST: 400,
+  E_SHARE_INVALID: 400,
+  E_LOCATION_NOT_FOUND: 404,
   E_CONFIRMATION_REQUIRED: 400,
   E_JOB_NOT_FOUND: 404,
 };
@@ -197,6 +201,29 @@ export function createApp(o: AppOptions): Hono<Env> {
     return c.json(
       await imageInfo(body.path, body.password as string | undefined, point as number | 'latest' | undefined),
     );
+  });
+
+  app.get('/api/locations', async (c) => c.json({ locations: await o.locations.all() }));
+
+  app.post('/api/locations', async (c) => {
+    const b = (await c.req.json().catch(() => null)) as Record<string, unknown> | null;
+    if (!b) throw badRequest('the body is not JSON');
+    for (const k of Object.keys(b))
+      if (!['name', 'host', 'share', 'folder', 'username', 'password', 'domain'].includes(k))
+        throw badRequest(`unknown field "${k}"`);
+    for (const k of ['host', 'share'])
+      if (typeof b[k] !== 'string' || b[k] === '') throw badRequest(`"${k}" must be a non-empty string`);
+    for (const k of ['name', 'folder', 'username', 'password', 'domain'])
+      if (b[k] !== undefined && typeof b[k] !== 'string') throw badRequest(`"${k}" must be a string`);
+    const location = await o.locations.add(b as unknown as Parameters<Locations['add']>[0]);
+    return c.json({ location }, 201);
+  });
+
+  app.post('/api/locations/:id/open', async (c) => c.json(await o.locations.open(c.req.param('id'))));
+
+  app.post('/api/locations/:id/delete', async (c) => {
+    await o.locations.remove(c.req.param('id'));
+    return c.json({ deleted: true });
   });
 
   app.get('/api/jobs', (c) => c.json({ jobs: o.jobs.list() }));

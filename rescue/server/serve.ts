@@ -9,6 +9,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import { RescueError } from '../engine/errors.ts';
 import { createApp } from './app.ts';
 import { JobManager } from './jobs.ts';
+import { Locations } from './locations.ts';
 import { isLoopback, Pairing } from './pairing.ts';
 
 export interface ServeOptions {
@@ -41,7 +42,9 @@ export const DEFAULT_LISTEN = '127.0.0.1';
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const jobs = new JobManager({ stateDir: o.stateDir });
   const pairing = new Pairing({ onPinChange: o.onPinChange });
+  const locations = new Locations({ stateDir: o.stateDir });
   const app = createApp({
+    locations,
     tool: o.tool,
     jobs,
     pairing,
@@ -78,6 +81,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     pairing,
     async close() {
       await jobs.close();
+      await locations.close();
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
     },

@@ -9,6 +9,7 @@ import { DiskCard, ErrorBox, StepHeading, Steps } from '../components.ts';
 import { bytes } from '../format.ts';
 import { html } from '../html.ts';
 import { useDisks } from './home.ts';
+import { NetworkLocations, type OpenedLocation, SpaceNote } from './locations.ts';
 import { Nav, RunningStep } from './wizard.ts';
 
 const STEPS = ['What', 'From', 'Where to', 'Options', 'Summary', 'Back up'];
@@ -51,6 +52,7 @@ export function BackupWizard() {
   const [jobId, setJobId] = useState<string | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const [busy, setBusy] = useState(false);
+  const [opened, setOpened] = useState<OpenedLocation | null>(null);
   const { disks, error: diskError } = useDisks();
   const set = (x: Partial<Choice>) => setC((old) => ({ ...old, ...x }));
   const next = () => setStep((s) => s + 1);
@@ -138,6 +140,11 @@ export function BackupWizard() {
       <${StepHeading}>Where should the backup go?</${StepHeading}>
       <label for="destination">Folder (on another disk, a USB stick or a network share)</label>
       <input id="destination" class="wide" placeholder="/mnt/usb/backups" value=${c.destination} onInput=${(e: Event) => set({ destination: value(e) })} />
+      <${NetworkLocations} onOpened=${(o: OpenedLocation) => {
+        setOpened(o);
+        set({ destination: o.path });
+      }} />
+      ${opened ? html`<${SpaceNote} opened=${opened} />` : null}
       <label for="name">Name of the backup</label>
       <input id="name" placeholder="(a name with today's date)" value=${c.name} onInput=${(e: Event) => set({ name: value(e) })} />
       <${Nav} back=${back} next=${next} nextDisabled=${c.destination.trim() === ''} />

@@ -9,6 +9,7 @@ import { DiskCard, ErrorBox, StepHeading, Steps, TypedConfirm } from '../compone
 import { bytes, when } from '../format.ts';
 import { html } from '../html.ts';
 import { useDisks, useImages } from './home.ts';
+import { NetworkLocations, type OpenedLocation, SpaceNote } from './locations.ts';
 import { Nav, RunningStep } from './wizard.ts';
 
 const STEPS = ['Backup', 'Point', 'What', 'Where', 'Options', 'Confirm', 'Restore'];
@@ -33,6 +34,7 @@ interface Choice {
 function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void; next: () => void }) {
   const [folder, setFolder] = useState('');
   const [asked, setAsked] = useState<string | undefined>(undefined);
+  const [opened, setOpened] = useState<OpenedLocation | null>(null);
   const { chains, error } = useImages(asked);
   return html`<section>
     <${StepHeading}>Which backup?</${StepHeading}>
@@ -51,6 +53,11 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
             </label>`;
             })}</fieldset>`
     }
+    <${NetworkLocations} onOpened=${(o: OpenedLocation) => {
+      setOpened(o);
+      setAsked(o.path);
+    }} />
+    ${opened ? html`<${SpaceNote} opened=${opened} />` : null}
     <form class="row" onSubmit=${(e: Event) => {
       e.preventDefault();
       setAsked(folder.trim() || undefined);
