@@ -141,7 +141,7 @@ function finishedText(j: Job): string {
   const n = (k: string) => (typeof r[k] === 'number' ? (r[k] as number) : undefined);
   const written = n('bytesWritten') ?? n('storedBytes');
   const secs = n('seconds');
-  if (written === undefined) return 'Finished';
+  if (written === undefined) return '';
   return `Finished: ${bytes(written)} ${n('bytesWritten') !== undefined ? 'written' : 'stored'}${secs !== undefined ? ` in ${duration(secs)}` : ''}`;
 }
 
@@ -163,7 +163,8 @@ export function JobProgress(props: { job: Job; onCancel?: () => void }) {
   const phase = j.progress?.phase ?? j.phase;
   // The error itself is shown in its own box below, with the remedy.
   const last = j.log.filter((l) => !(j.error && l.level === 'error')).slice(-6);
-  const ended = j.state === 'failed' || j.state === 'cancelled';
+  // Failed and cancelled jobs say so in their heading and error box; a finished one only when it has figures.
+  const ended = j.state === 'failed' || j.state === 'cancelled' || (j.state === 'done' && !finishedText(j));
   return html`<div class="job">
     ${
       ended

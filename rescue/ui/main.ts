@@ -10,6 +10,7 @@ import { HomeScreen } from './views/home.ts';
 import { JobScreen } from './views/job.ts';
 import { PairScreen } from './views/pair.ts';
 import { RestoreWizard } from './views/restore.ts';
+import { ToolsScreen } from './views/tools.ts';
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash || '#/');
@@ -33,6 +34,8 @@ function Screen(props: { hash: string; visit: number }) {
       return html`<${CloneWizard} key=${`${props.hash}:${props.visit}`} />`;
     case 'backup':
       return html`<${BackupWizard} key=${`${props.hash}:${props.visit}`} />`;
+    case 'tools':
+      return html`<${ToolsScreen} key=${`${props.hash}:${props.visit}`} />`;
     case 'jobs':
       return html`<${JobScreen} id=${arg} />`;
     default:

@@ -203,3 +203,29 @@ describe('the clone wizard', () => {
     expect(head.subarray(0, 1024 * 1024).every((b) => b === 0)).toBe(true);
   });
 });
+
+describe('tools', () => {
+  it('checks a backup (with its password) and says it is intact', async () => {
+    await open(page, '#/tools');
+    await page.getByRole('heading', { name: 'Tools' }).waitFor();
+    await page.getByRole('radio', { name: /workstation\.rimg/ }).check();
+    await page.getByLabel('Password').fill('ui secret 1');
+    await shot(page, 'tools', '1-check');
+    await page.getByRole('button', { name: 'Check the backup' }).click();
+    await page.getByText('The backup is intact: every point can be restored.').waitFor({ timeout: 60_000 });
+    await shot(page, 'tools', '2-checked');
+  });
+
+  it('the log lists every job and filters by result', async () => {
+    await open(page, '#/tools');
+    await page.getByRole('tab', { name: 'Logs' }).click();
+    const rows = page.locator('table.logs tbody tr');
+    await expect.poll(() => rows.count()).toBeGreaterThanOrEqual(5);
+    await page.getByLabel('Result').selectOption('failed');
+    await expect.poll(() => rows.count()).toBe(1);
+    expect(await rows.first().textContent()).toMatch(/Clone .*tiny\.img.*failed — E_TARGET_TOO_SMALL/);
+    await page.getByLabel('Result').selectOption('cancelled');
+    await expect.poll(() => rows.count()).toBe(1);
+    await shot(page, 'tools', '3-logs-cancelled');
+  });
+});

@@ -1,4 +1,5 @@
 /** What the wizards share: the back/next row and the running-job step. */
+import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import { api, type Job } from '../api.ts';
 import { ErrorBox, JobProgress, StepHeading, useJob } from '../components.ts';
@@ -17,7 +18,12 @@ export function Nav(props: {
 }
 
 /** The last step of every wizard: live progress, then the outcome in words. */
-export function RunningStep(props: { id: string; noun: string; doneText: string }) {
+export function RunningStep(props: {
+  id: string;
+  noun: string;
+  doneText: string;
+  children?: ComponentChildren;
+}) {
   const [ended, setEnded] = useState<Job | null>(null);
   const job = useJob(props.id, setEnded);
   if (!job) return html`<p>Starting…</p>`;
@@ -33,6 +39,7 @@ export function RunningStep(props: { id: string; noun: string; doneText: string 
     <${JobProgress} job=${job} onCancel=${() => api.post(`/api/jobs/${props.id}/cancel`)} />
     <${ErrorBox} error=${job.error} title=${`The ${props.noun.toLowerCase()} stopped`} />
     ${ended?.state === 'done' ? html`<p class="ok">${props.doneText}</p>` : null}
+    ${ended ? props.children : null}
     ${ended ? html`<div class="row"><a class="button" href="#/">Back to the start</a></div>` : null}
   </section>`;
 }
