@@ -24,6 +24,8 @@ export interface AppOptions {
   /** Folders searched for backup images. */
   imageFolders?: string[];
   locations: Locations;
+  /** When other computers can connect: the address to give them and the PIN (shown on the local screen only). */
+  remoteAccess?: () => { url: string; pin: string } | null;
 }
 
 type Env = { Variables: { csrf: string; local: boolean } };
@@ -113,7 +115,13 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   /** Who am I: loopback, paired (with the CSRF token to send back) or not paired yet. */
   app.get('/api/session', (c) => {
-    if (isLoopback(remoteAddress(c))) return c.json({ local: true, paired: true, csrf: o.pairing.localCsrf });
+    if (isLoopback(remoteAddress(c)))
+      return c.json({
+        local: true,
+        paired: true,
+        csrf: o.pairing.localCsrf,
+        remote: o.remoteAccess?.() ?? null,
+      });
     const s = o.pairing.session(getCookie(c, SESSION_COOKIE));
     return c.json(
       s ? { local: false, paired: true, csrf: s.csrf } : { local: false, paired: false, csrf: null },

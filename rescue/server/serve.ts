@@ -5,6 +5,7 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { createAdaptorServer } from '@hono/node-server';
 import { RescueError } from '../engine/errors.ts';
 import { createApp } from './app.ts';
@@ -29,6 +30,8 @@ export interface RunningServer {
   address: string;
   port: number;
   pin: string;
+  /** The addresses other computers use (this machine's addresses when listening on all of them). */
+  lanUrls: string[];
   /** Whether hosts other than this one can reach it (and must pair). */
   remote: boolean;
   jobs: JobManager;
@@ -39,19 +42,33 @@ export interface RunningServer {
 export const DEFAULT_PORT = 8080;
 export const DEFAULT_LISTEN = '127.0.0.1';
 
+/** Where other computers reach a server bound to `addr`: its own address, or every LAN address of this machine. */
+function lanUrls(addr: AddressInfo): string[] {
+  const url = (ip: string, v6: boolean) => `http://${v6 ? `[${ip}]` : ip}:${addr.port}/`;
+  if (isLoopback(addr.address)) return [];
+  if (addr.address !== '0.0.0.0' && addr.address !== '::') return [url(addr.address, addr.family === 'IPv6')];
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i && !i.internal && i.family === 'IPv4')
+    .map((i) => url(i!.address, false));
+}
+
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const jobs = new JobManager({ stateDir: o.stateDir });
   const pairing = new Pairing({ onPinChange: o.onPinChange });
   const locations = new Locations({ stateDir: o.stateDir });
+  const listen = o.listen ?? DEFAULT_LISTEN;
+  let remote: { url: string; pin: string } | null = null;
   const app = createApp({
     locations,
+    remoteAccess: () => (remote ? { ...remote, pin: pairing.pin } : null),
     tool: o.tool,
     jobs,
     pairing,
     extraDisks: o.extraDisks,
     imageFolders: o.imageFolders,
   });
-  const listen = o.listen ?? DEFAULT_LISTEN;
+
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
@@ -69,8 +86,11 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const lan = lanUrls(addr);
+  if (!isLoopback(addr.address)) remote = { url: lan[0] ?? `http://${host}:${addr.port}/`, pin: pairing.pin };
   return {
     url: `http://${host}:${addr.port}/`,
+    lanUrls: lan,
     address: addr.address,
     port: addr.port,
     get pin() {

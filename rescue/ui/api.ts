@@ -68,6 +68,8 @@ export interface Session {
   local: boolean;
   paired: boolean;
   csrf: string | null;
+  /** Local screen only, when other computers may connect: where, and the pairing PIN. */
+  remote?: { url: string; pin: string } | null;
 }
 
 export interface FsReport {

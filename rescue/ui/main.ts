@@ -78,6 +78,11 @@ function App() {
       }
     </header>
     ${
+      session?.remote
+        ? html`<div class="remote-bar">Other computers: open <span class="mono">${session.remote.url}</span> and type the PIN <strong class="mono">${session.remote.pin}</strong></div>`
+        : null
+    }
+    ${
       error
         ? html`<main><${ErrorBox} error=${error} title="The rescue system does not answer" /></main>`
         : session === null

@@ -5,23 +5,22 @@
  * that works — and still needs the CSRF token for anything that changes state. The pairing rules
  * themselves are unit-tested with a clock.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Pairing } from '../../rescue/server/pairing.ts';
 import { makeTempDir, run } from '../fixtures/lab.ts';
-
-const tag = `r${process.pid % 100000}`;
-const SERVER_NS = `${tag}s`;
-const CLIENT_NS = `${tag}c`;
-const SERVER_IP = '192.0.2.1';
-const CLIENT_IP = '192.0.2.2';
-const CLI = new URL('../../rescue/cli/main.ts', import.meta.url).pathname;
+import {
+  makeTestNet,
+  SERVER_IP,
+  type ServeProcess,
+  serveInNamespace,
+  type TestNet,
+} from '../fixtures/netns.ts';
 
 let dir: string;
-let server: ChildProcess;
-let output = '';
+let net: TestNet;
+let server: ServeProcess;
 let pin = '';
 const url = `http://${SERVER_IP}:8080`;
 
@@ -33,7 +32,7 @@ async function curl(
   const args = [
     'netns',
     'exec',
-    CLIENT_NS,
+    net.clientNs,
     'curl',
     '-s',
     '-m',
@@ -57,69 +56,22 @@ async function curl(
   return { status, head, body: text ? JSON.parse(text) : null };
 }
 
-async function cleanupNet(): Promise<void> {
-  for (const ns of [SERVER_NS, CLIENT_NS]) await run('ip', ['netns', 'del', ns], { allowFail: true });
-}
-
 beforeAll(async () => {
   dir = await makeTempDir('rescue-pair-');
-  await cleanupNet();
-  await run('ip', ['netns', 'add', SERVER_NS]);
-  await run('ip', ['netns', 'add', CLIENT_NS]);
-  await run('ip', [
-    'link',
-    'add',
-    `${tag}a`,
-    'netns',
-    SERVER_NS,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    `${tag}b`,
-    'netns',
-    CLIENT_NS,
-  ]);
-  for (const [ns, dev, ip] of [
-    [SERVER_NS, `${tag}a`, SERVER_IP],
-    [CLIENT_NS, `${tag}b`, CLIENT_IP],
-  ]) {
-    await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${ip}/24`, 'dev', dev]);
-    await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', dev, 'up']);
-    await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
-  }
-  server = spawn('ip', ['netns', 'exec', SERVER_NS, process.execPath, CLI, 'serve', '--listen', SERVER_IP], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`rescue serve did not start: ${output}`)), 30_000);
-    const take = (b: Buffer) => {
-      output += b.toString();
-      const m = /Pairing PIN for other computers: (\d{6})/.exec(output);
-      if (m) {
-        pin = m[1];
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    server.stdout!.on('data', take);
-    server.stderr!.on('data', take);
-    server.once('exit', (code) => reject(new Error(`rescue serve exited with ${code}: ${output}`)));
-  });
+  net = await makeTestNet(`r${process.pid % 100000}`);
+  server = await serveInNamespace(net.serverNs, ['--listen', SERVER_IP]);
+  pin = server.pin;
 }, 60_000);
 
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
-  await cleanupNet();
+  await server?.stop();
+  await net?.cleanup();
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
 describe('a computer on the network', () => {
   it('reaches /api/health, but nothing else until it pairs', async () => {
-    expect(output).toContain(`Rescue is listening on ${url}/`);
+    expect(server.output()).toContain(`Rescue is listening on ${url}/`);
     const h = await curl('/api/health');
     expect(h.status).toBe(200);
     expect(h.body.ok).toBe(true);

@@ -36,8 +36,10 @@ export async function serveCommand(argv: string[], signal: AbortSignal): Promise
     onPinChange: (pin) => process.stdout.write(`Too many wrong PINs: the pairing PIN is now ${pin}\n`),
   });
   process.stdout.write(`Rescue is listening on ${server.url}\n`);
-  if (server.remote) process.stdout.write(`Pairing PIN for other computers: ${server.pin}\n`);
-  else process.stdout.write('Only this computer can connect (use --listen 0.0.0.0 for the network).\n');
+  if (server.remote) {
+    for (const u of server.lanUrls) process.stdout.write(`Other computers open ${u}\n`);
+    process.stdout.write(`Pairing PIN for other computers: ${server.pin}\n`);
+  } else process.stdout.write('Only this computer can connect (use --listen 0.0.0.0 for the network).\n');
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     signal.addEventListener('abort', () => resolve(), { once: true });
