@@ -6,8 +6,8 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { streamSSE } from 'hono/streaming';
-import { inventory } from '../engine/devices/inventory.ts';
 import { isRescueError, type RescueError } from '../engine/errors.ts';
+import { DiskList } from './disks.ts';
 import { imageInfo, listImages } from './images.ts';
 import { jobFromRequest } from './job-specs.ts';
 import { badRequest, type JobManager, type JobUpdate } from './jobs.ts';
@@ -186,7 +186,8 @@ export function createApp(o: AppOptions): Hono<Env> {
   };
   app.use('/api/*', guard);
 
-  app.get('/api/disks', async (c) => c.json(await inventory(o.extraDisks ?? [])));
+  const diskList = new DiskList(o.extraDisks);
+  app.get('/api/disks', async (c) => c.json({ disks: await diskList.disks() }));
 
   app.get('/api/images', async (c) => {
     const extra = c.req.queries('folder') ?? [];

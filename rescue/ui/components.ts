@@ -1,6 +1,6 @@
 /** Pieces the screens share: disk cards, error boxes, the steps bar, job progress. */
 import type { ComponentChildren } from 'preact';
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { type ApiError, type ApiErrorBody, api, type DiskReport, type Job, type Progress } from './api.ts';
 import { bytes, diskName, duration, rate } from './format.ts';
 import { html } from './html.ts';
@@ -69,7 +69,9 @@ export function Steps(props: { steps: string[]; current: number }) {
 /** A heading that takes the keyboard focus when it appears (each wizard step). */
 export function StepHeading(props: { children: ComponentChildren }) {
   const ref = useRef<HTMLHeadingElement>(null);
-  useEffect(() => {
+  // Before the step is painted: a focus move after paint could snatch the focus from a control the
+  // person (or a screen reader) already reached with Tab.
+  useLayoutEffect(() => {
     ref.current?.focus();
   }, []);
   return html`<h2 tabindex="-1" ref=${ref}>${props.children}</h2>`;
@@ -219,8 +221,9 @@ export function TypedConfirm(props: {
       <p><strong>Everything on this disk will be overwritten:</strong> ${props.what}</p>
       ${props.disk ? html`<${DiskCard} disk=${props.disk} />` : html`<p class="mono">${props.target} (a new image file)</p>`}
     </div>
+    <!-- Uncontrolled: a re-render while the person types must never put back an older value. -->
     <label for="confirm-word">Type <strong class="mono">${word}</strong> to confirm</label>
-    <input id="confirm-word" autocomplete="off" spellcheck="false" value=${typed} onInput=${(e: Event) => setTyped((e.target as HTMLInputElement).value)} />
+    <input id="confirm-word" autocomplete="off" spellcheck="false" onInput=${(e: Event) => setTyped((e.target as HTMLInputElement).value)} />
     <div class="row">
       <button type="submit" class="danger" disabled=${!ok || props.busy}>Overwrite ${word}</button>
     </div>

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { launchBrowser, shot } from '../fixtures/browser.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
+import { LoopLab } from '../fixtures/devices.ts';
 import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, sparseFile } from '../fixtures/lab.ts';
 import { type ApiClient, startApi } from '../fixtures/server.ts';
@@ -146,5 +147,88 @@ describe('the restore wizard', () => {
     await wide.getByRole('heading', { name: 'Disks' }).waitFor();
     await shot(wide, 'restore', '8-home-1080p');
     await wide.close();
+  });
+});
+
+describe('the home screen', () => {
+  const lab = new LoopLab();
+  afterAll(async () => {
+    await lab.cleanup();
+  });
+
+  it('follows a disk being plugged in and out without a reload', async () => {
+    const usb = join(dir, 'usb-stick.img');
+    await sparseFile(usb, 32 * MiB);
+    await page.goto(`${api.base}/#/`);
+    await page.getByRole('heading', { name: 'Disks' }).waitFor();
+    const dev = await lab.attach(usb, 0);
+    const card = page.locator('.disk', { hasText: dev });
+    await card.first().waitFor({ timeout: 15_000 });
+    await shot(page, 'restore', '9-plugged-in');
+    await lab.detach(dev);
+    await card.first().waitFor({ state: 'detached', timeout: 30_000 });
+  });
+
+  it('the restore wizard works by keyboard alone', async () => {
+    const target2 = join(dir, 'keyboard.img');
+    await sparseFile(target2, 200 * MiB);
+    const kb = await startApi({ extraDisks: [target2], imageFolders: [images] });
+    const p = await browser.newPage({ viewport: { width: 1024, height: 768 } });
+    try {
+      await p.goto(`${kb.base}/#/restore`);
+      await p.getByRole('heading', { name: 'Which backup?' }).waitFor();
+      // Tab to the first backup, Space selects it; Tab onwards to Next, Enter.
+      const tabTo = async (accessibleName: RegExp) => {
+        for (let i = 0; i < 40; i++) {
+          await p.keyboard.press('Tab');
+          // A string, evaluated in the page (this file is type-checked without the DOM's types).
+          const name = (await p.evaluate(
+            `(() => { const el = document.activeElement; return el ? el.tagName + ':' + (el.closest('label')?.textContent ?? el.textContent ?? '') : ''; })()`,
+          )) as string;
+          if (accessibleName.test(name)) return;
+        }
+        throw new Error(`Tab never reached ${accessibleName}`);
+      };
+      await tabTo(/^INPUT:.*office-pc\.rimg/);
+      await p.keyboard.press('Space');
+      await tabTo(/^BUTTON:Next/);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Which moment?' }).waitFor();
+      await tabTo(/^INPUT:/); // the password field
+      await p.keyboard.type(PASSWORD);
+      await p.keyboard.press('Enter');
+      await expect.poll(() => p.getByRole('radio', { name: /full backup/ }).isChecked()).toBe(true);
+      await tabTo(/^BUTTON:Next/);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'What should be restored?' }).waitFor();
+      await tabTo(/^BUTTON:Next/);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Where to?' }).waitFor();
+      await tabTo(/^INPUT:.*keyboard\.img/);
+      await p.keyboard.press('Space');
+      await tabTo(/^BUTTON:Next/);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'How?' }).waitFor();
+      await tabTo(/^BUTTON:Next/);
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Check and confirm' }).waitFor();
+      await tabTo(/^INPUT:/);
+      await p.keyboard.type('keyboard.img');
+      await p.keyboard.press('Enter');
+      const outcome = p.getByRole('heading', { name: /^Restore (finished|failed|cancelled)$/ });
+      await outcome.waitFor({ timeout: 90_000 }).catch(async (e) => {
+        await shot(p, 'restore', '10-keyboard-stuck');
+        throw e;
+      });
+      await shot(p, 'restore', '10-keyboard-finished');
+      const alert = (await p.getByRole('alert').count())
+        ? await p.getByRole('alert').first().textContent()
+        : '';
+      expect(await outcome.textContent(), alert ?? '').toBe('Restore finished');
+      expect(filesOf(await inspectDiskFiles(target2))).toEqual(filesOf(original));
+    } finally {
+      await p.close();
+      await kb.close();
+    }
   });
 });

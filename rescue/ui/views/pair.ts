@@ -26,7 +26,7 @@ export function PairScreen(props: { onPaired: (csrf: string) => void }) {
     <p>For safety, a computer on the network must be paired first. Type the 6-digit PIN shown on the rescue system's own screen.</p>
     <form onSubmit=${submit}>
       <label for="pin">PIN</label>
-      <input id="pin" inputmode="numeric" autocomplete="one-time-code" maxlength="6" value=${pin}
+      <input id="pin" inputmode="numeric" autocomplete="one-time-code" maxlength="6"
         onInput=${(e: Event) => setPin((e.target as HTMLInputElement).value)} />
       <div class="row"><button type="submit" class="primary" disabled=${busy || !/^\d{6}$/.test(pin.trim())}>Connect</button></div>
     </form>

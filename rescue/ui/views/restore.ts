@@ -63,7 +63,7 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
       setAsked(folder.trim() || undefined);
     }}>
       <label for="folder">Look in another folder</label>
-      <input id="folder" class="grow" placeholder="/mnt/usb/backups" value=${folder} onInput=${(e: Event) => setFolder((e.target as HTMLInputElement).value)} />
+      <input id="folder" class="grow" placeholder="/mnt/usb/backups" onInput=${(e: Event) => setFolder((e.target as HTMLInputElement).value)} />
       <button type="submit" class="secondary">Search</button>
     </form>
     <${Nav} next=${props.next} nextDisabled=${!props.choice.chain} />
@@ -121,7 +121,7 @@ function ChoosePoint(props: {
           }}>
           <p>This backup is encrypted. Its password is needed to read it.</p>
           <label for="password">Password</label>
-          <input id="password" type="password" autocomplete="off" value=${password} onInput=${(e: Event) => setPassword((e.target as HTMLInputElement).value)} />
+          <input id="password" type="password" autocomplete="off" onInput=${(e: Event) => setPassword((e.target as HTMLInputElement).value)} />
           <div class="row"><button type="submit" class="primary" disabled=${busy || password === ''}>Open</button></div>
         </form>`
         : null

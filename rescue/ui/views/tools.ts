@@ -59,13 +59,13 @@ function ImageJob(props: { kind: 'check' | 'merge' }) {
     }
     <div class="row">
       <label for=${`${props.kind}-folder`}>Look in another folder</label>
-      <input id=${`${props.kind}-folder`} class="grow" value=${folder} onInput=${(e: Event) => setFolder(value(e))} />
+      <input id=${`${props.kind}-folder`} class="grow" onInput=${(e: Event) => setFolder(value(e))} />
       <button type="button" class="secondary" onClick=${() => setAsked(folder.trim() || undefined)}>Search</button>
     </div>
     ${
       encrypted
         ? html`<label for=${`${props.kind}-password`}>Password</label>
-        <input id=${`${props.kind}-password`} type="password" autocomplete="off" value=${password} onInput=${(e: Event) => setPassword(value(e))} />`
+        <input id=${`${props.kind}-password`} type="password" autocomplete="off" onInput=${(e: Event) => setPassword(value(e))} />`
         : null
     }
     ${

@@ -1,0 +1,60 @@
+/**
+ * The disk list the UI shows, kept fresh cheaply: the machine's block devices (and the image files
+ * given to `rescue serve --disk`) are inspected again only when something changed — a disk came or
+ * went or changed size (sysfs), something was mounted or unmounted, swap changed, an image file was
+ * written — or after a minute, not on every poll of every open screen.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { snapshotBlockDevices } from '../engine/devices/hotplug.ts';
+import { type DiskReport, inventory } from '../engine/devices/inventory.ts';
+
+const MAX_AGE_MS = 60_000;
+
+export class DiskList {
+  private readonly extra: string[];
+  private cached: { key: string; at: number; disks: Promise<DiskReport[]> } | undefined;
+
+  constructor(extra: string[] = []) {
+    this.extra = extra;
+  }
+
+  private async key(): Promise<string> {
+    const h = createHash('sha256');
+    for (const [name, e] of await snapshotBlockDevices())
+      h.update(`${name}:${e.dev}:${e.size}:${e.readOnly}\n`);
+    h.update(await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+    h.update(await fsp.readFile('/proc/swaps', 'utf8').catch(() => ''));
+    for (const p of this.extra) {
+      const st = await fsp.stat(p).catch(() => undefined);
+      h.update(`${p}:${st?.size}:${st?.mtimeMs}\n`);
+    }
+    return h.digest('hex');
+  }
+
+  async disks(): Promise<DiskReport[]> {
+    const key = await this.key();
+    const now = Date.now();
+    if (!this.cached || this.cached.key !== key || now - this.cached.at > MAX_AGE_MS) {
+      const disks = this.load();
+      disks.catch(() => {
+        if (this.cached?.disks === disks) this.cached = undefined;
+      });
+      this.cached = { key, at: now, disks };
+    }
+    return this.cached.disks;
+  }
+
+  private async load(): Promise<DiskReport[]> {
+    const devices = (await inventory()).disks;
+    const seen = new Set(devices.map((d) => d.path));
+    const files: DiskReport[] = [];
+    for (const p of this.extra) {
+      const real = await fsp.realpath(p).catch(() => p);
+      if (seen.has(real) || seen.has(p)) continue;
+      files.push(...(await inventory([p])).disks);
+    }
+    // The files the server was told about first: they are what a lab or test works with.
+    return [...files, ...devices];
+  }
+}
