@@ -29,7 +29,7 @@ Usage:
   rescue merge IMAGE --to DIR [--name N] [--point N] --yes   full + incrementals → one new full image
   rescue check IMAGE [--point N] [--password-file F] [--json]   every point of the chain; exit 0 only when intact
   rescue info IMAGE [--point N] [--json] [--password-file F]
-  rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR]
+  rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR] [--power]
       the web API on 127.0.0.1:8080; beyond loopback other computers pair with the printed PIN
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version

@@ -2,11 +2,13 @@
  * The HTTP API over the engine (hono): disks, images, jobs with live progress (server-sent
  * events), pairing for hosts other than this one. docs/api.md lists every route.
  */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { streamSSE } from 'hono/streaming';
-import { isRescueError, type RescueError } from '../engine/errors.ts';
+import { isRescueError, RescueError } from '../engine/errors.ts';
 import { DiskList } from './disks.ts';
 import { imageInfo, listImages } from './images.ts';
 import { jobFromRequest } from './job-specs.ts';
@@ -24,6 +26,8 @@ export interface AppOptions {
   /** Folders searched for backup images. */
   imageFolders?: string[];
   locations: Locations;
+  /** Restart and shut down are offered (the rescue system itself, `rescue serve --power`). */
+  power?: boolean;
   /** When other computers can connect: the address to give them and the PIN (shown on the local screen only). */
   remoteAccess?: () => { url: string; pin: string } | null;
 }
@@ -31,6 +35,8 @@ export interface AppOptions {
 type Env = { Variables: { csrf: string; local: boolean } };
 
 const STATUS: Record<string, 400 | 404 | 409 | 422> = {
+  E_POWER_DISABLED: 409,
+  E_JOBS_RUNNING: 409,
   E_BAD_REQUEST: 400,
   E_SHARE_INVALID: 400,
   E_LOCATION_NOT_FOUND: 404,
@@ -121,10 +127,13 @@ export function createApp(o: AppOptions): Hono<Env> {
         paired: true,
         csrf: o.pairing.localCsrf,
         remote: o.remoteAccess?.() ?? null,
+        power: !!o.power,
       });
     const s = o.pairing.session(getCookie(c, SESSION_COOKIE));
     return c.json(
-      s ? { local: false, paired: true, csrf: s.csrf } : { local: false, paired: false, csrf: null },
+      s
+        ? { local: false, paired: true, csrf: s.csrf, power: !!o.power }
+        : { local: false, paired: false, csrf: null },
     );
   });
 
@@ -233,6 +242,32 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.post('/api/locations/:id/delete', async (c) => {
     await o.locations.remove(c.req.param('id'));
     return c.json({ deleted: true });
+  });
+
+  /** Restart or shut down the rescue system once its work is done (the wizards' last step). */
+  app.post('/api/power', async (c) => {
+    const body = (await c.req.json().catch(() => null)) as { action?: unknown } | null;
+    const action = body?.action;
+    if (action !== 'reboot' && action !== 'poweroff') throw badRequest('"action" must be reboot or poweroff');
+    if (!o.power)
+      throw new RescueError(
+        'E_POWER_DISABLED',
+        'Restarting or shutting down is offered only on the rescue system itself',
+        'Restart or shut the computer down yourself (this server was not started with --power).',
+      );
+    const busy = o.jobs.list().filter((j) => j.state === 'running' || j.state === 'queued');
+    if (busy.length > 0)
+      throw new RescueError(
+        'E_JOBS_RUNNING',
+        `${busy.length} job(s) are still running: ${busy.map((j) => j.summary).join('; ')}`,
+        'Wait for them to finish or cancel them first.',
+      );
+    // After the answer has left: systemd where it runs, else the plain commands (busybox).
+    setTimeout(() => {
+      const systemd = existsSync('/run/systemd/system');
+      execFile(systemd ? 'systemctl' : action, systemd ? [action] : [], () => {});
+    }, 500).unref();
+    return c.json({ action }, 202);
   });
 
   app.get('/api/jobs', (c) => c.json({ jobs: o.jobs.list() }));

@@ -19,6 +19,8 @@ export interface ServeOptions {
   listen?: string;
   extraDisks?: string[];
   imageFolders?: string[];
+  /** Offer restart and shut down (only on the rescue system itself). */
+  power?: boolean;
   /** Folder for the job history (the log view). */
   stateDir?: string;
   /** Told when too many wrong PINs made the PIN change. */
@@ -61,6 +63,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   let remote: { url: string; pin: string } | null = null;
   const app = createApp({
     locations,
+    power: o.power,
     remoteAccess: () => (remote ? { ...remote, pin: pairing.pin } : null),
     tool: o.tool,
     jobs,

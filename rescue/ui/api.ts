@@ -70,6 +70,18 @@ export interface Session {
   csrf: string | null;
   /** Local screen only, when other computers may connect: where, and the pairing PIN. */
   remote?: { url: string; pin: string } | null;
+  /** Restart and shut down are offered (on the rescue system itself). */
+  power?: boolean;
+}
+
+let session: Session | null = null;
+
+export function setSession(s: Session): void {
+  session = s;
+}
+
+export function currentSession(): Session | null {
+  return session;
 }
 
 export interface FsReport {

@@ -1,7 +1,7 @@
 /** The rescue screen: pairing when needed, then home and the wizards, routed by the URL's hash. */
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { type ApiError, api, type Session, setCsrf } from './api.ts';
+import { type ApiError, api, setSession as rememberSession, type Session, setCsrf } from './api.ts';
 import { ErrorBox } from './components.ts';
 import { html } from './html.ts';
 import { BackupWizard } from './views/backup.ts';
@@ -54,6 +54,7 @@ function App() {
       .get<Session>('/api/session')
       .then((s) => {
         if (s.csrf) setCsrf(s.csrf);
+        rememberSession(s);
         setSession(s);
       })
       .catch(setError);

@@ -98,6 +98,16 @@ describe('the API', () => {
   });
 });
 
+describe('power', () => {
+  it('restart and shut down are refused unless the server was started with --power', async () => {
+    expect((await api.get('/api/session')).body.power).toBe(false);
+    const r = await api.post('/api/power', { action: 'reboot' });
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('E_POWER_DISABLED');
+    expect((await api.post('/api/power', { action: 'explode' })).status).toBe(400);
+  });
+});
+
 describe('jobs', () => {
   it('an encrypted backup runs with live progress; the image is listed and checks clean', async () => {
     const { job, events } = await api.runJob({

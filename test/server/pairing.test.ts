@@ -96,7 +96,7 @@ describe('a computer on the network', () => {
     expect(ok.head).toMatch(/set-cookie: rescue_session=[\w-]+;.*HttpOnly/i);
     expect(ok.head).toMatch(/SameSite=Strict/i);
     const csrf = ok.body.csrf as string;
-    expect((await curl('/api/session')).body).toEqual({ local: false, paired: true, csrf });
+    expect((await curl('/api/session')).body).toEqual({ local: false, paired: true, csrf, power: false });
     const disks = await curl('/api/disks');
     expect(disks.status).toBe(200);
     expect(Array.isArray(disks.body.disks)).toBe(true);

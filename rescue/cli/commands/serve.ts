@@ -1,5 +1,5 @@
 /**
- * rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR]
+ * rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR] [--power]
  *
  * The web API (and UI) on 127.0.0.1:8080 by default. With --listen beyond loopback other hosts
  * must pair with the PIN printed here. Runs until Ctrl-C, which cancels running jobs cleanly.
@@ -15,6 +15,7 @@ const OPTIONS = {
   images: { type: 'string', multiple: true },
   disk: { type: 'string', multiple: true },
   state: { type: 'string' },
+  power: { type: 'boolean' },
 } as const;
 
 export async function serveCommand(argv: string[], signal: AbortSignal): Promise<number> {
@@ -33,6 +34,7 @@ export async function serveCommand(argv: string[], signal: AbortSignal): Promise
     imageFolders: v.images,
     extraDisks: v.disk,
     stateDir: v.state,
+    power: v.power,
     onPinChange: (pin) => process.stdout.write(`Too many wrong PINs: the pairing PIN is now ${pin}\n`),
   });
   process.stdout.write(`Rescue is listening on ${server.url}\n`);

@@ -1,7 +1,7 @@
 /** What the wizards share: the back/next row and the running-job step. */
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
-import { api, type Job } from '../api.ts';
+import { type ApiError, api, currentSession, type Job } from '../api.ts';
 import { ErrorBox, JobProgress, StepHeading, useJob } from '../components.ts';
 import { html } from '../html.ts';
 
@@ -15,6 +15,32 @@ export function Nav(props: {
     ${props.back ? html`<button class="secondary" onClick=${props.back}>Back</button>` : null}
     ${props.next ? html`<button class="primary" onClick=${props.next} disabled=${props.nextDisabled}>${props.nextLabel ?? 'Next'}</button>` : null}
   </div>`;
+}
+
+/** What now: restart or shut down (on the rescue system itself), or stay. */
+function Finish() {
+  const [error, setError] = useState<ApiError | null>(null);
+  const [asked, setAsked] = useState<string | null>(null);
+  const power = async (action: 'reboot' | 'poweroff') => {
+    setError(null);
+    try {
+      await api.post('/api/power', { action });
+      setAsked(action === 'reboot' ? 'Restarting…' : 'Shutting down…');
+    } catch (e) {
+      setError(e as ApiError);
+    }
+  };
+  if (asked) return html`<p class="job-state">${asked}</p>`;
+  return html`<div class="row">
+      ${
+        currentSession()?.power
+          ? html`<button class="primary" onClick=${() => power('reboot')}>Restart now</button>
+            <button class="secondary" onClick=${() => power('poweroff')}>Shut down</button>`
+          : null
+      }
+      <a class="button" href="#/">Back to the start</a>
+    </div>
+    <${ErrorBox} error=${error} />`;
 }
 
 /** The last step of every wizard: live progress, then the outcome in words. */
@@ -40,6 +66,6 @@ export function RunningStep(props: {
     <${ErrorBox} error=${job.error} title=${`The ${props.noun.toLowerCase()} stopped`} />
     ${ended?.state === 'done' ? html`<p class="ok">${props.doneText}</p>` : null}
     ${ended ? props.children : null}
-    ${ended ? html`<div class="row"><a class="button" href="#/">Back to the start</a></div>` : null}
+    ${ended ? html`<${Finish} />` : null}
   </section>`;
 }
