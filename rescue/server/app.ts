@@ -9,6 +9,7 @@ import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { streamSSE } from 'hono/streaming';
 import { isRescueError, RescueError } from '../engine/errors.ts';
+import type { AttachedDisks } from './attached.ts';
 import { DiskList } from './disks.ts';
 import { imageInfo, listImages } from './images.ts';
 import { jobFromRequest } from './job-specs.ts';
@@ -26,6 +27,7 @@ export interface AppOptions {
   /** Folders searched for backup images. */
   imageFolders?: string[];
   locations: Locations;
+  attached: AttachedDisks;
   /** Restart and shut down are offered (the rescue system itself, `rescue serve --power`). */
   power?: boolean;
   /** When other computers can connect: the address to give them and the PIN (shown on the local screen only). */
@@ -196,12 +198,16 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.use('/api/*', guard);
 
   const diskList = new DiskList(o.extraDisks);
+  const attached = o.attached;
   app.get('/api/disks', async (c) => c.json({ disks: await diskList.disks() }));
 
   app.get('/api/images', async (c) => {
     const extra = c.req.queries('folder') ?? [];
     return c.json(await listImages([...(o.imageFolders ?? []), ...extra]));
   });
+
+  /** Mounts the attached disks' partitions read-only, one by one, and lists the backups on them. */
+  app.post('/api/images/attached', async (c) => c.json(await attached.scan(await diskList.disks())));
 
   app.post('/api/images/info', async (c) => {
     const body = (await c.req.json().catch(() => null)) as {

@@ -9,6 +9,7 @@ import { networkInterfaces } from 'node:os';
 import { createAdaptorServer } from '@hono/node-server';
 import { RescueError } from '../engine/errors.ts';
 import { createApp } from './app.ts';
+import { AttachedDisks } from './attached.ts';
 import { JobManager } from './jobs.ts';
 import { Locations } from './locations.ts';
 import { isLoopback, Pairing } from './pairing.ts';
@@ -19,6 +20,8 @@ export interface ServeOptions {
   listen?: string;
   extraDisks?: string[];
   imageFolders?: string[];
+  /** Search only these disks for backups when asked to look on attached disks (default: all). */
+  attachedDisks?: string[];
   /** Offer restart and shut down (only on the rescue system itself). */
   power?: boolean;
   /** Folder for the job history (the log view). */
@@ -59,10 +62,12 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const jobs = new JobManager({ stateDir: o.stateDir });
   const pairing = new Pairing({ onPinChange: o.onPinChange });
   const locations = new Locations({ stateDir: o.stateDir });
+  const attached = new AttachedDisks(o.attachedDisks);
   const listen = o.listen ?? DEFAULT_LISTEN;
   let remote: { url: string; pin: string } | null = null;
   const app = createApp({
     locations,
+    attached,
     power: o.power,
     remoteAccess: () => (remote ? { ...remote, pin: pairing.pin } : null),
     tool: o.tool,
@@ -105,6 +110,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     async close() {
       await jobs.close();
       await locations.close();
+      await attached.close();
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
     },

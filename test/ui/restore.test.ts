@@ -13,7 +13,7 @@ import { launchBrowser, shot } from '../fixtures/browser.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
 import { LoopLab } from '../fixtures/devices.ts';
 import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
-import { makeTempDir, sparseFile } from '../fixtures/lab.ts';
+import { makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
 import { type ApiClient, startApi } from '../fixtures/server.ts';
 
 const MiB = 1024 * 1024;
@@ -230,5 +230,51 @@ describe('the home screen', () => {
       await p.close();
       await kb.close();
     }
+  });
+
+  it('finds a backup on an attached disk (mounted read-only) and restores it; that disk is not offered as the target', async () => {
+    const usb = join(dir, 'backup-stick.img');
+    await sparseFile(usb, 160 * MiB);
+    await run('sfdisk', ['-q', usb], { input: 'label: gpt\nstart=1MiB, type=linux\n' });
+    const dev = await lab.attach(usb, 1);
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'STICK', `${dev}p1`]);
+    const mnt = join(dir, 'stick-mnt');
+    await lab.mount(`${dev}p1`, mnt);
+    await run('cp', ['-a', join(images, 'office-pc'), mnt]);
+    await lab.umount(mnt);
+    const target3 = join(dir, 'from-stick.img');
+    await sparseFile(target3, 200 * MiB);
+    // Only the stick is searched: the other test files' loop devices are not ours to mount.
+    const srv = await startApi({ extraDisks: [target3], attachedDisks: [dev] });
+    const p = await browser.newPage({ viewport: { width: 1024, height: 768 } });
+    try {
+      await p.goto(`${srv.base}/#/restore`);
+      await p.getByRole('heading', { name: 'Which backup?' }).waitFor();
+      await p.getByRole('button', { name: /Look on attached disks/ }).click();
+      await p.getByText('1 backup found on attached disks.').waitFor({ timeout: 60_000 });
+      await p.getByRole('radio', { name: new RegExp(`office-pc\\.rimg on ${dev} partition 1`) }).check();
+      await shot(p, 'restore', '11-attached-found');
+      await p.getByRole('button', { name: 'Next' }).click();
+      await p.getByLabel('Password').fill(PASSWORD);
+      await p.getByRole('button', { name: 'Open' }).click();
+      await expect.poll(() => p.getByRole('radio', { name: /full backup/ }).isChecked()).toBe(true);
+      await p.getByRole('button', { name: 'Next' }).click();
+      await p.getByRole('button', { name: 'Next' }).click();
+      await p.getByRole('heading', { name: 'Where to?' }).waitFor();
+      // The stick now holds a (read-only) mounted filesystem with the image: refused as a target.
+      await expect.poll(() => p.getByRole('radio', { name: new RegExp(dev) }).isDisabled()).toBe(true);
+      await p.getByRole('radio', { name: /from-stick\.img/ }).check();
+      await p.getByRole('button', { name: 'Next' }).click();
+      await p.getByRole('button', { name: 'Next' }).click();
+      await p.getByLabel(/Type from-stick\.img to confirm/).fill('from-stick.img');
+      await p.getByRole('button', { name: 'Overwrite from-stick.img' }).click();
+      await p.getByRole('heading', { name: 'Restore finished' }).waitFor({ timeout: 90_000 });
+      expect(filesOf(await inspectDiskFiles(target3))).toEqual(filesOf(original));
+    } finally {
+      await p.close();
+      await srv.close();
+    }
+    // The server unmounted what it mounted.
+    expect(await fsp.readFile('/proc/self/mountinfo', 'utf8')).not.toContain(`${dev}p1`);
   });
 });

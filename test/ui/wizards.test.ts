@@ -229,3 +229,30 @@ describe('tools', () => {
     await shot(page, 'tools', '3-logs-cancelled');
   });
 });
+
+describe('merge', () => {
+  it('merges a full backup and an incremental into a new full backup that checks clean', async () => {
+    const chainDir = join(dir, 'chain');
+    await fsp.mkdir(chainDir);
+    const full = await rescue(['backup', 'disk', source, '--to', chainDir, '--name', 'ws', '--yes']);
+    expect(full.code, full.stderr).toBe(0);
+    const inc = await rescue(['backup', 'incremental', join(chainDir, 'ws', 'ws.rimg'), '--yes']);
+    expect(inc.code, inc.stderr).toBe(0);
+    const out = join(dir, 'merged');
+    await fsp.mkdir(out);
+    await open(page, '#/tools');
+    await page.getByRole('tab', { name: 'Merge backups' }).click();
+    await page.getByLabel('Look in another folder').fill(chainDir);
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByRole('radio', { name: /ws\.rimg.*2 point/ }).check();
+    await page.getByLabel('Folder for the merged image').fill(out);
+    await shot(page, 'tools', '4-merge');
+    await page.getByRole('button', { name: 'Merge', exact: true }).click();
+    await page.getByRole('heading', { name: 'Merge finished' }).waitFor({ timeout: 60_000 });
+    await shot(page, 'tools', '5-merged');
+    const merged = join(out, 'ws-merged.rimg');
+    expect((await rescue(['check', merged])).code).toBe(0);
+    const info = JSON.parse((await rescue(['info', merged, '--json'])).stdout);
+    expect(info.point.type).toBe('full');
+  });
+});

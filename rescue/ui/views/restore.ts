@@ -35,7 +35,36 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
   const [folder, setFolder] = useState('');
   const [asked, setAsked] = useState<string | undefined>(undefined);
   const [opened, setOpened] = useState<OpenedLocation | null>(null);
-  const { chains, error } = useImages(asked);
+  const { chains: folderChains, error } = useImages(asked);
+  const [attached, setAttached] = useState<(ImageChain & { disk: string; partition: number })[] | null>(null);
+  const [scanning, setScanning] = useState(false);
+  const [scanError, setScanError] = useState<ApiError | null>(null);
+  const [skipped, setSkipped] = useState<{ disk: string; partition: number; why: string }[]>([]);
+  const scan = async () => {
+    setScanning(true);
+    setScanError(null);
+    try {
+      const r = await api.post<{
+        chains: (ImageChain & { disk: string; partition: number })[];
+        skipped: typeof skipped;
+      }>('/api/images/attached');
+      setAttached(r.chains);
+      setSkipped(r.skipped);
+    } catch (e) {
+      setScanError(e as ApiError);
+    } finally {
+      setScanning(false);
+    }
+  };
+  const chains =
+    folderChains === null
+      ? null
+      : [
+          ...folderChains,
+          ...(attached ?? []).filter(
+            (a) => !folderChains.some((c) => c.chainId === a.chainId && c.folder === a.folder),
+          ),
+        ];
   return html`<section>
     <${StepHeading}>Which backup?</${StepHeading}>
     <${ErrorBox} error=${error} />
@@ -48,11 +77,17 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
               const last = c.points[c.points.length - 1];
               return html`<label class="choice">
               <input type="radio" name="chain" checked=${props.choice.chain?.chainId === c.chainId} onChange=${() => props.set({ chain: c, info: undefined, password: undefined })} />
-              <span><strong class="mono">${c.points[0].path.split('/').pop()}</strong> in <span class="mono">${c.folder}</span><br />
+              <span><strong class="mono">${c.points[0].path.split('/').pop()}</strong> ${'disk' in c ? html`on <span class="mono">${(c as unknown as { disk: string }).disk}</span> partition ${(c as unknown as { partition: number }).partition}` : html`in <span class="mono">${c.folder}</span>`}<br />
               ${c.points.length} backup point${c.points.length > 1 ? 's' : ''}, the last ${when(last.created)}${last.encrypted ? ' · encrypted' : ''} · ${bytes(c.points.reduce((n, p) => n + p.bytes, 0))}</span>
             </label>`;
             })}</fieldset>`
     }
+    <div class="row">
+      <button class="secondary" disabled=${scanning} onClick=${scan}>${scanning ? 'Looking on the attached disks…' : 'Look on attached disks (USB …)'}</button>
+      ${attached !== null && !scanning ? html`<span>${attached.length === 0 ? 'No backups on the attached disks.' : `${attached.length} backup${attached.length === 1 ? '' : 's'} found on attached disks.`}</span>` : null}
+    </div>
+    ${skipped.length > 0 ? html`<details><summary>${skipped.length} partition(s) could not be looked at</summary><ul>${skipped.map((x) => html`<li>${x.disk} partition ${x.partition}: ${x.why}</li>`)}</ul></details>` : null}
+    <${ErrorBox} error=${scanError} title="The attached disks could not be searched" />
     <${NetworkLocations} onOpened=${(o: OpenedLocation) => {
       setOpened(o);
       setAsked(o.path);
