@@ -256,3 +256,39 @@ describe('merge', () => {
     expect(info.point.type).toBe('full');
   });
 });
+
+describe('touch', () => {
+  it('the clone wizard works by tapping (a touch screen, 1024×768)', async () => {
+    const blank2 = join(dir, 'blank-touch.img');
+    await sparseFile(blank2, 160 * MiB);
+    const srv = await startApi({ extraDisks: [source, blank2] });
+    const ctx = await browser.newContext({ viewport: { width: 1024, height: 768 }, hasTouch: true });
+    const t = await ctx.newPage();
+    try {
+      await t.goto(`${srv.base}/#/clone`);
+      await t.getByRole('heading', { name: 'What should be cloned?' }).waitFor();
+      await t.getByRole('button', { name: 'Next' }).tap();
+      await t
+        .getByText(/workstation\.img/)
+        .first()
+        .tap();
+      await t.getByRole('button', { name: 'Next' }).tap();
+      await t
+        .getByText(/blank-touch\.img/)
+        .first()
+        .tap();
+      expect(await t.getByRole('radio', { name: /blank-touch\.img/ }).isChecked()).toBe(true);
+      await t.getByRole('button', { name: 'Next' }).tap();
+      await t.getByRole('button', { name: 'Next' }).tap();
+      await t.getByLabel(/Type blank-touch\.img to confirm/).tap();
+      await t.keyboard.type('blank-touch.img');
+      await t.getByRole('button', { name: 'Overwrite blank-touch.img' }).tap();
+      await t.getByRole('heading', { name: 'Clone finished' }).waitFor({ timeout: 90_000 });
+      await shot(t, 'clone', '8-touch-finished');
+      expect(filesOf(await inspectDiskFiles(blank2))).toEqual(filesOf(original));
+    } finally {
+      await ctx.close();
+      await srv.close();
+    }
+  });
+});

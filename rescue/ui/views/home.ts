@@ -56,6 +56,7 @@ export function useImages(extraFolder?: string): {
 export function HomeScreen() {
   const { disks, error } = useDisks();
   const { chains } = useImages();
+  const attached = useAttachedScan();
   const [jobs, setJobs] = useState<Job[]>([]);
   useEffect(() => {
     api.get<{ jobs: Job[] }>('/api/jobs/history').then(
@@ -85,6 +86,12 @@ export function HomeScreen() {
               return html`<li><span class="mono">${c.points[0].path}</span> — ${c.points.length} point${c.points.length > 1 ? 's' : ''}, last ${when(last.created)}${last.encrypted ? ' · encrypted' : ''} · ${bytes(c.points.reduce((n, p) => n + p.bytes, 0))}</li>`;
             })}</ul>`
     }
+    <${AttachedScanButton} s=${attached} />
+    ${
+      attached.chains?.length
+        ? html`<ul class="plain">${attached.chains.map((c) => html`<li><span class="mono">${c.points[0].path.split('/').pop()}</span> on <span class="mono">${c.disk}</span> partition ${c.partition} — ${c.points.length} point${c.points.length > 1 ? 's' : ''}, last ${when(c.points[c.points.length - 1].created)}</li>`)}</ul>`
+        : null
+    }
     <h2>Recent jobs</h2>
     ${
       jobs.length === 0
@@ -92,4 +99,46 @@ export function HomeScreen() {
         : html`<ul class="plain">${jobs.map((j) => html`<li><a href=${`#/jobs/${j.id}`}>${j.summary}</a> — ${j.state}${j.finished ? `, ${when(j.finished)}` : ''}</li>`)}</ul>`
     }
   </main>`;
+}
+
+export type AttachedChain = ImageChain & { disk: string; partition: number };
+
+/** "Look on attached disks": the server mounts their partitions read-only and lists the backups. */
+export function useAttachedScan() {
+  const [chains, setChains] = useState<AttachedChain[] | null>(null);
+  const [skipped, setSkipped] = useState<{ disk: string; partition: number; why: string }[]>([]);
+  const [scanning, setScanning] = useState(false);
+  const [error, setError] = useState<ApiError | null>(null);
+  const scan = async () => {
+    setScanning(true);
+    setError(null);
+    try {
+      const r = await api.post<{ chains: AttachedChain[]; skipped: typeof skipped }>('/api/images/attached');
+      setChains(r.chains);
+      setSkipped(r.skipped);
+    } catch (e) {
+      setError(e as ApiError);
+    } finally {
+      setScanning(false);
+    }
+  };
+  return { chains, skipped, scanning, error, scan };
+}
+
+export function AttachedScanButton(props: { s: ReturnType<typeof useAttachedScan> }) {
+  const s = props.s;
+  return html`<div class="row">
+      <button class="secondary" disabled=${s.scanning} onClick=${s.scan}>${s.scanning ? 'Looking on the attached disks…' : 'Look on attached disks (USB …)'}</button>
+      ${
+        s.chains !== null && !s.scanning
+          ? html`<span>${s.chains.length === 0 ? 'No backups on the attached disks.' : `${s.chains.length} backup${s.chains.length === 1 ? '' : 's'} found on attached disks.`}</span>`
+          : null
+      }
+    </div>
+    ${
+      s.skipped.length > 0
+        ? html`<details><summary>${s.skipped.length} partition(s) could not be looked at</summary><ul>${s.skipped.map((x) => html`<li>${x.disk} partition ${x.partition}: ${x.why}</li>`)}</ul></details>`
+        : null
+    }
+    <${ErrorBox} error=${s.error} title="The attached disks could not be searched" />`;
 }

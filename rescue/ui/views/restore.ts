@@ -8,7 +8,7 @@ import { type ApiError, api, type DiskReport, type ImageChain, type ImageInfo, t
 import { DiskCard, ErrorBox, StepHeading, Steps, TypedConfirm } from '../components.ts';
 import { bytes, when } from '../format.ts';
 import { html } from '../html.ts';
-import { useDisks, useImages } from './home.ts';
+import { AttachedScanButton, useAttachedScan, useDisks, useImages } from './home.ts';
 import { NetworkLocations, type OpenedLocation, SpaceNote } from './locations.ts';
 import { Nav, RunningStep } from './wizard.ts';
 
@@ -36,26 +36,8 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
   const [asked, setAsked] = useState<string | undefined>(undefined);
   const [opened, setOpened] = useState<OpenedLocation | null>(null);
   const { chains: folderChains, error } = useImages(asked);
-  const [attached, setAttached] = useState<(ImageChain & { disk: string; partition: number })[] | null>(null);
-  const [scanning, setScanning] = useState(false);
-  const [scanError, setScanError] = useState<ApiError | null>(null);
-  const [skipped, setSkipped] = useState<{ disk: string; partition: number; why: string }[]>([]);
-  const scan = async () => {
-    setScanning(true);
-    setScanError(null);
-    try {
-      const r = await api.post<{
-        chains: (ImageChain & { disk: string; partition: number })[];
-        skipped: typeof skipped;
-      }>('/api/images/attached');
-      setAttached(r.chains);
-      setSkipped(r.skipped);
-    } catch (e) {
-      setScanError(e as ApiError);
-    } finally {
-      setScanning(false);
-    }
-  };
+  const scan = useAttachedScan();
+  const attached = scan.chains;
   const chains =
     folderChains === null
       ? null
@@ -82,12 +64,7 @@ function ChooseImage(props: { choice: Choice; set: (c: Partial<Choice>) => void;
             </label>`;
             })}</fieldset>`
     }
-    <div class="row">
-      <button class="secondary" disabled=${scanning} onClick=${scan}>${scanning ? 'Looking on the attached disks…' : 'Look on attached disks (USB …)'}</button>
-      ${attached !== null && !scanning ? html`<span>${attached.length === 0 ? 'No backups on the attached disks.' : `${attached.length} backup${attached.length === 1 ? '' : 's'} found on attached disks.`}</span>` : null}
-    </div>
-    ${skipped.length > 0 ? html`<details><summary>${skipped.length} partition(s) could not be looked at</summary><ul>${skipped.map((x) => html`<li>${x.disk} partition ${x.partition}: ${x.why}</li>`)}</ul></details>` : null}
-    <${ErrorBox} error=${scanError} title="The attached disks could not be searched" />
+    <${AttachedScanButton} s=${scan} />
     <${NetworkLocations} onOpened=${(o: OpenedLocation) => {
       setOpened(o);
       setAsked(o.path);
