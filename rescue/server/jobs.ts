@@ -8,7 +8,7 @@
  * (the log view, manual 7.7) when a state folder is given.
  */
 import { promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { isRescueError, RescueError } from '../engine/errors.ts';
 import type { JobContext, JobEvent } from '../engine/jobs/job.ts';
 
@@ -90,7 +90,7 @@ interface Job {
  * reading sdb conflict), symlinks (/dev/disk/by-id/…) and relative paths are resolved.
  */
 export async function claimKey(path: string): Promise<string> {
-  const real = await fsp.realpath(path).catch(() => join(process.cwd(), path));
+  const real = await fsp.realpath(path).catch(() => resolve(path));
   const st = await fsp.stat(real).catch(() => undefined);
   if (!st?.isBlockDevice()) return real;
   // Linux dev_t: major in bits 8-19, minor in bits 0-7 and 20-31.
