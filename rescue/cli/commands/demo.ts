@@ -68,5 +68,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
   say(`$ rescue list ${rel(restored)}\n`);
   process.stdout.write(renderInventory((await inventory([restored])).disks));
   say('Try: npm run --silent rescue -- info lab/images/dual-boot/dual-boot.rimg');
+  say(
+    'Or the web UI: npm run --silent rescue -- serve --images lab/images --disk lab/uefi-gpt.img --disk lab/restored.img, then open http://127.0.0.1:8080/',
+  );
   return c.ok ? 0 : 1;
 }
