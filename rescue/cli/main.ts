@@ -82,10 +82,7 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/serve.ts')).serveCommand(rest, interruptSignal());
     case 'version':
     case '--version': {
-      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-        version: string;
-      };
-      process.stdout.write(`rescue ${pkg.version}\n`);
+      process.stdout.write(`${(await import('./version.ts')).TOOL}\n`);
       return 0;
     }
     case undefined:

@@ -16,8 +16,12 @@ function gitRevision(): string | undefined {
   }
 }
 
-export const VERSION = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+/** Baked in by build/sea.ts for the single binary; from package.json in a checkout. */
+const BUILT_VERSION = process.env.RESCUE_BUILT_VERSION;
+
+export const VERSION =
+  BUILT_VERSION ||
+  (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
+    .version;
 const rev = gitRevision();
 export const TOOL = `rescue ${VERSION}${rev ? ` (${rev})` : ''}`;
