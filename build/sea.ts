@@ -5,12 +5,22 @@
  *
  *   node build/sea.ts [--out dist/rescue]
  *
- * The version and git revision are baked in. The UI's files travel as SEA assets. Native add-ons
- * (ffi-rs) are not bundled yet: where they are missing the engine's fallbacks are used (hot-plug by
- * polling sysfs, no page-cache dropping after a clone).
+ * The version and git revision are baked in. The UI's files travel as SEA assets. The native
+ * add-on ffi-rs (libudev hot-plug, page-cache dropping after a clone) goes beside the binary in
+ * `rescue-lib/node_modules/` — ship that folder with it; without it the engine falls back (hot-plug
+ * by polling sysfs).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
@@ -91,6 +101,15 @@ execFileSync(
     'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
   ],
   { stdio: 'inherit' },
+);
+// ffi-rs beside the binary: its JS and this platform's compiled library, found by rescue/engine/native.ts.
+const lib = join(dirname(out), 'rescue-lib');
+rmSync(lib, { recursive: true, force: true });
+for (const pkg of ['ffi-rs', '@yuuang/ffi-rs-linux-x64-gnu'])
+  cpSync(join(root, 'node_modules', pkg), join(lib, 'node_modules', pkg), { recursive: true });
+writeFileSync(
+  join(lib, 'loader.cjs'),
+  '// createRequire anchor for the add-ons in node_modules/ beside it\n',
 );
 rmSync(work, { recursive: true, force: true });
 process.stdout.write(

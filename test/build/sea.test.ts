@@ -60,6 +60,18 @@ describe('the rescue binary', () => {
     expect(check.code, check.stdout + check.stderr).toBe(0);
   });
 
+  it('loads the native add-on from rescue-lib/ beside it (libudev hot-plug), and falls back without it', async () => {
+    const watch = async () =>
+      (await run('timeout', ['3', bin, 'list', '--watch', '--json'], { allowFail: true })).stderr;
+    expect(await watch()).toMatch(/libudev, kernel events/);
+    await fsp.rename(join(dir, 'rescue-lib'), join(dir, 'rescue-lib.away'));
+    try {
+      expect(await watch()).toMatch(/polling sysfs \(the ffi-rs native module could not be loaded/);
+    } finally {
+      await fsp.rename(join(dir, 'rescue-lib.away'), join(dir, 'rescue-lib'));
+    }
+  });
+
   it('serves the API and the UI it carries', async () => {
     const child = spawn(bin, ['serve', '--port', '0'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     try {

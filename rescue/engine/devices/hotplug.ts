@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { RescueError } from '../errors.ts';
+import { loadFfiRs } from '../native.ts';
 import { devNodeOf, readSysDir, readSysNumber, readSysString } from './sysfs.ts';
 
 /**
@@ -98,8 +99,7 @@ class Libudev {
   static async open(path: string): Promise<Libudev> {
     let ffi: FfiRs;
     try {
-      const mod = (await import('ffi-rs')) as FfiRs & { default?: FfiRs };
-      ffi = mod.default ?? mod;
+      ffi = await loadFfiRs();
     } catch (e) {
       throw new Error(`the ffi-rs native module could not be loaded (${message(e)})`);
     }

@@ -21,6 +21,7 @@ import { FileSource, SliceSource } from '../devices/source.ts';
 import { isRescueError, RescueError } from '../errors.ts';
 import type { Extent } from '../filesystems/extents.ts';
 import { type IndexEntry, type Manifest, UsedLayout, type WindowPlan, windowsOf } from '../image/index.ts';
+import { loadFfiRs } from '../native.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { PartitionTable } from '../partitions/types.ts';
 import { serializePartitionTable } from '../partitions/write.ts';
@@ -543,8 +544,7 @@ let fadvise: ((fd: number) => number) | null | undefined;
 async function loadFadvise(): Promise<((fd: number) => number) | null> {
   if (fadvise !== undefined) return fadvise;
   try {
-    const mod = (await import('ffi-rs')) as typeof import('ffi-rs') & { default?: typeof import('ffi-rs') };
-    const ffi = mod.default ?? mod;
+    const ffi = await loadFfiRs();
     ffi.open({ library: 'rescue-libc', path: '' });
     const T = ffi.DataType;
     const POSIX_FADV_DONTNEED = 4;
