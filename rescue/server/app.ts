@@ -289,18 +289,20 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   app.get('/api/jobs/:id', (c) => {
     const job = o.jobs.get(c.req.param('id'));
-    return job ? c.json({ job }) : notFound(c, c.req.param('id'));
+    if (!job) throw jobNotFound(c.req.param('id'));
+    return c.json({ job });
   });
 
   app.post('/api/jobs/:id/cancel', (c) => {
     const job = o.jobs.cancel(c.req.param('id'));
-    return job ? c.json({ job }) : notFound(c, c.req.param('id'));
+    if (!job) throw jobNotFound(c.req.param('id'));
+    return c.json({ job });
   });
 
   /** Live updates of one job (its state first, then progress, log lines, state changes). */
   app.get('/api/jobs/:id/events', (c) => {
     const id = c.req.param('id');
-    if (!o.jobs.get(id)) return notFound(c, id);
+    if (!o.jobs.get(id)) throw jobNotFound(id);
     return streamUpdates(c, o.jobs, (u) => ('id' in u ? u.id : u.job.id) === id, id);
   });
 
@@ -310,18 +312,9 @@ export function createApp(o: AppOptions): Hono<Env> {
   return app;
 }
 
-function notFound(c: Context, id: string) {
-  return c.json(
-    {
-      error: {
-        code: 'E_JOB_NOT_FOUND',
-        message: `There is no job ${id}`,
-        remedy: 'List the jobs with GET /api/jobs.',
-        details: null,
-      },
-    },
-    404,
-  );
+/** Answered 404 by onError (the status table), like every other refusal. */
+function jobNotFound(id: string): RescueError {
+  return new RescueError('E_JOB_NOT_FOUND', `There is no job ${id}`, 'List the jobs with GET /api/jobs.');
 }
 
 function streamUpdates(c: Context, jobs: JobManager, wanted: (u: JobUpdate) => boolean, jobId?: string) {

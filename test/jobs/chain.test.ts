@@ -12,7 +12,7 @@ import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { ENTRY_FLAGS, ImageReader, type IndexEntry } from '../../rescue/engine/image/index.ts';
 import { appendRandom, withPartitionMounted, writeRandom } from '../fixtures/chain.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
-import { inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
+import { filesOf, inspectDiskFiles, inspectPartition, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, sha256 } from '../fixtures/lab.ts';
 import { LINUX_UEFI, makeSystemDisk } from '../fixtures/systems.ts';
 
@@ -39,15 +39,6 @@ let dir: string;
 let disk: string;
 const trees: Tree[] = [];
 const points: string[] = [];
-
-function filesOf(t: Tree) {
-  return [...t.entries()].map(([node, p]) => ({
-    node,
-    fs: p.fs,
-    fsck: p.fsck,
-    files: Object.fromEntries(p.files),
-  }));
-}
 
 async function cli(args: string[]) {
   const r = await rescue(args);

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { rescue } from '../fixtures/cli.ts';
 import { LoopLab } from '../fixtures/devices.ts';
-import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { filesOf, inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
 import { type ApiClient, followEvents, type Json, startApi } from '../fixtures/server.ts';
 
@@ -36,15 +36,6 @@ let api: ApiClient;
 let original: Awaited<ReturnType<typeof inspectDiskFiles>>;
 let image: string;
 const PASSWORD = 'api secret';
-
-function filesOf(t: typeof original) {
-  return [...t.entries()].map(([node, p]) => ({
-    node,
-    fs: p.fs,
-    fsck: p.fsck,
-    files: Object.fromEntries(p.files),
-  }));
-}
 
 beforeAll(async () => {
   dir = await makeTempDir('rescue-api-');
@@ -92,6 +83,10 @@ describe('the API', () => {
       { origin: 'http://evil.example' },
     );
     expect(crossSite.status).toBe(403);
+    const missing = await api.get('/api/jobs/no-such-job');
+    expect(missing.status).toBe(404);
+    expect(missing.body.error).toMatchObject({ code: 'E_JOB_NOT_FOUND', details: null });
+    expect((await api.post('/api/jobs/no-such-job/cancel')).status).toBe(404);
     const typo = await api.post('/api/jobs', { kind: 'check', image: 'x', pasword: 'p' });
     expect(typo.status).toBe(400);
     expect(typo.body.error).toMatchObject({ code: 'E_BAD_REQUEST', message: 'unknown field "pasword"' });

@@ -12,7 +12,7 @@ import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { launchBrowser, shot } from '../fixtures/browser.ts';
 import { imagePath, rescue } from '../fixtures/cli.ts';
 import { LoopLab } from '../fixtures/devices.ts';
-import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { filesOf, inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
 import { type ApiClient, startApi } from '../fixtures/server.ts';
 
@@ -39,15 +39,6 @@ let api: ApiClient;
 let browser: Browser;
 let page: Page;
 let original: Awaited<ReturnType<typeof inspectDiskFiles>>;
-
-function filesOf(t: typeof original) {
-  return [...t.entries()].map(([node, p]) => ({
-    node,
-    fs: p.fs,
-    fsck: p.fsck,
-    files: Object.fromEntries(p.files),
-  }));
-}
 
 beforeAll(async () => {
   dir = await makeTempDir('rescue-ui-');

@@ -14,7 +14,7 @@ import { extfs, GPT_TYPE } from '../../rescue/cli/lab.ts';
 import { kernelHasCifs } from '../../rescue/engine/shares/smb.ts';
 import { launchBrowser, shot } from '../fixtures/browser.ts';
 import { rescue } from '../fixtures/cli.ts';
-import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { filesOf, inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, sparseFile } from '../fixtures/lab.ts';
 import { type Samba, startSamba } from '../fixtures/samba.ts';
 import { type ApiClient, startApi } from '../fixtures/server.ts';
@@ -38,15 +38,6 @@ let api: ApiClient;
 let browser: Browser;
 let page: Page;
 let original: Awaited<ReturnType<typeof inspectDiskFiles>>;
-
-function filesOf(t: typeof original) {
-  return [...t.entries()].map(([node, p]) => ({
-    node,
-    fs: p.fs,
-    fsck: p.fsck,
-    files: Object.fromEntries(p.files),
-  }));
-}
 
 beforeAll(async () => {
   dir = await makeTempDir('rescue-ui-share-');

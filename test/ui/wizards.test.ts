@@ -13,7 +13,7 @@ import { extfs, GPT_TYPE, ntfsfs } from '../../rescue/cli/lab.ts';
 import { launchBrowser, shot } from '../fixtures/browser.ts';
 import { rescue } from '../fixtures/cli.ts';
 import { LoopLab } from '../fixtures/devices.ts';
-import { inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
+import { filesOf, inspectDiskFiles, makeDisk } from '../fixtures/disks.ts';
 import { makeTempDir, run, sparseFile } from '../fixtures/lab.ts';
 import { type ApiClient, startApi } from '../fixtures/server.ts';
 
@@ -42,15 +42,6 @@ let page: Page;
 let original: Awaited<ReturnType<typeof inspectDiskFiles>>;
 const lab = new LoopLab();
 let mountedDev: string;
-
-function filesOf(t: typeof original) {
-  return [...t.entries()].map(([node, p]) => ({
-    node,
-    fs: p.fs,
-    fsck: p.fsck,
-    files: Object.fromEntries(p.files),
-  }));
-}
 
 /** A fresh wizard: through the home screen, so the hash really changes (a new wizard each time). */
 async function open(p: Page, hash: string) {

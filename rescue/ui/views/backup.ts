@@ -7,7 +7,7 @@ import { useState } from 'preact/hooks';
 import { type ApiError, api, type DiskReport, type Job } from '../api.ts';
 import { DiskCard, ErrorBox, StepHeading, Steps } from '../components.ts';
 import { bytes } from '../format.ts';
-import { html } from '../html.ts';
+import { html, inputValue as value } from '../html.ts';
 import { useDisks } from './home.ts';
 import { NetworkLocations, type OpenedLocation, SpaceNote } from './locations.ts';
 import { Nav, RunningStep } from './wizard.ts';
@@ -31,7 +31,6 @@ interface Choice {
   check: boolean;
 }
 
-const value = (e: Event) => (e.target as HTMLInputElement).value;
 const checked = (e: Event) => (e.target as HTMLInputElement).checked;
 
 export function BackupWizard() {

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, api } from '../api.ts';
 import { ErrorBox } from '../components.ts';
 import { bytes } from '../format.ts';
-import { html } from '../html.ts';
+import { html, inputValue as value } from '../html.ts';
 
 export interface LocationView {
   id: string;
@@ -24,8 +24,6 @@ export interface OpenedLocation {
   totalBytes: number | null;
   lowSpace: boolean;
 }
-
-const value = (e: Event) => (e.target as HTMLInputElement).value;
 
 export function SpaceNote(props: { opened: OpenedLocation }) {
   const o = props.opened;

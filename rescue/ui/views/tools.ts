@@ -6,12 +6,10 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, api, type ImageChain, type Job } from '../api.ts';
 import { ErrorBox, StepHeading } from '../components.ts';
 import { when } from '../format.ts';
-import { html } from '../html.ts';
+import { html, inputValue as value } from '../html.ts';
 import { useImages } from './home.ts';
 import { type LocationView, NetworkLocations, type OpenedLocation, SpaceNote } from './locations.ts';
 import { RunningStep } from './wizard.ts';
-
-const value = (e: Event) => (e.target as HTMLInputElement).value;
 
 function ImageJob(props: { kind: 'check' | 'merge' }) {
   const [folder, setFolder] = useState('');
