@@ -31,8 +31,10 @@ export interface MountedShare {
   unmount(): Promise<void>;
 }
 
-const HOST = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$/;
-const SHARE = /^[^/\\\0<>:"|?*]{1,80}$/;
+/** A host name, or an IPv4/IPv6 address (with at least one digit: "." and ".." are path steps, not hosts). */
+const HOST = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?(?=[^\]]*[0-9A-Fa-f])[0-9A-Fa-f:.]+\]?$/;
+/** A share name: no path separators, control characters (they would end a config line) or "." / "..". */
+const SHARE = /^(?!\.{1,2}$)[^/\\\x00-\x1f<>:"|?*]{1,80}$/;
 /** How long a share may take to answer the first listing. */
 const CONNECT_TIMEOUT_MS = 20_000;
 
@@ -51,7 +53,7 @@ export function validateLocation(loc: SmbLocation): void {
   const folder = loc.folder ?? '';
   if (
     folder.split('/').some((p) => p === '..' || p === '.') ||
-    folder.includes('\0') ||
+    /[\x00-\x1f]/.test(folder) ||
     folder.startsWith('/')
   )
     throw invalid(`the folder "${folder}" must be a plain path inside the share`);
