@@ -180,6 +180,8 @@ describe('the home screen', () => {
         }
         throw new Error(`Tab never reached ${accessibleName}`);
       };
+      // Tab only once what it tabs to is on the screen (the lists load after the heading).
+      await p.getByRole('radio', { name: /office-pc\.rimg/ }).waitFor();
       await tabTo(/^INPUT:.*office-pc\.rimg/);
       await p.keyboard.press('Space');
       await tabTo(/^BUTTON:Next/);
@@ -195,6 +197,7 @@ describe('the home screen', () => {
       await tabTo(/^BUTTON:Next/);
       await p.keyboard.press('Enter');
       await p.getByRole('heading', { name: 'Where to?' }).waitFor();
+      await p.getByRole('radio', { name: /keyboard\.img/ }).waitFor();
       await tabTo(/^INPUT:.*keyboard\.img/);
       await p.keyboard.press('Space');
       await tabTo(/^BUTTON:Next/);
