@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Pairing } from '../../rescue/server/pairing.ts';
 import { makeTempDir, run } from '../fixtures/lab.ts';
 import {
+  inNetns,
   makeTestNet,
   SERVER_IP,
   type ServeProcess,
@@ -29,27 +30,14 @@ async function curl(
   path: string,
   opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
 ) {
-  const args = [
-    'netns',
-    'exec',
-    net.clientNs,
-    'curl',
-    '-s',
-    '-m',
-    '20',
-    '-D',
-    '-',
-    '-b',
-    join(dir, 'jar'),
-    '-c',
-    join(dir, 'jar'),
-  ];
+  const [cmd, ...pre] = inNetns(net.clientNs);
+  const args = [...pre, 'curl', '-s', '-m', '20', '-D', '-', '-b', join(dir, 'jar'), '-c', join(dir, 'jar')];
   if (opts.method) args.push('-X', opts.method);
   for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`);
   if (opts.body !== undefined)
     args.push('-H', 'content-type: application/json', '--data', JSON.stringify(opts.body));
   args.push(url + path);
-  const r = await run('ip', args);
+  const r = await run(cmd, args);
   const [head, ...rest] = r.stdout.split('\r\n\r\n');
   const status = Number(head.split(' ')[1]);
   const text = rest.join('\r\n\r\n');

@@ -153,7 +153,8 @@ describe('the home screen', () => {
     await page.goto(`${api.base}/#/`);
     await page.getByRole('heading', { name: 'Disks' }).waitFor();
     const dev = await lab.attach(usb, 0);
-    const card = page.locator('.disk', { hasText: dev });
+    // The card of this stick (32 MiB): another test may get the same loop device number for its own.
+    const card = page.locator('.disk', { hasText: dev }).filter({ hasText: '33.6 MB' });
     await card.first().waitFor({ timeout: 15_000 });
     await shot(page, 'restore', '9-plugged-in');
     await lab.detach(dev);
