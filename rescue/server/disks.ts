@@ -11,6 +11,16 @@ import { type DiskReport, inventory } from '../engine/devices/inventory.ts';
 
 const MAX_AGE_MS = 60_000;
 
+/**
+ * The rescue system's own root: the loop device its initrd mounts under /run/boot/ (docs/boot.md).
+ * Nothing a person could back up or restore onto — not listed. (The boot medium itself stays listed,
+ * shown in use.)
+ */
+function isRescueSystemImage(d: DiskReport): boolean {
+  const mounts = d.mounts ?? [];
+  return d.backingFile !== undefined && mounts.length > 0 && mounts.every((m) => m.startsWith('/run/boot/'));
+}
+
 export class DiskList {
   private readonly extra: string[];
   private cached: { key: string; at: number; disks: Promise<DiskReport[]> } | undefined;
@@ -46,7 +56,7 @@ export class DiskList {
   }
 
   private async load(): Promise<DiskReport[]> {
-    const devices = (await inventory()).disks;
+    const devices = (await inventory()).disks.filter((d) => !isRescueSystemImage(d));
     const seen = new Set(devices.map((d) => d.path));
     const files: DiskReport[] = [];
     for (const p of this.extra) {

@@ -49,7 +49,8 @@ export const DEFAULT_LISTEN = '127.0.0.1';
 
 /** Where other computers reach a server bound to `addr`: its own address, or every LAN address of this machine. */
 function lanUrls(addr: AddressInfo): string[] {
-  const url = (ip: string, v6: boolean) => `http://${v6 ? `[${ip}]` : ip}:${addr.port}/`;
+  const port = addr.port === 80 ? '' : `:${addr.port}`;
+  const url = (ip: string, v6: boolean) => `http://${v6 ? `[${ip}]` : ip}${port}/`;
   if (isLoopback(addr.address)) return [];
   if (addr.address !== '0.0.0.0' && addr.address !== '::') return [url(addr.address, addr.family === 'IPv6')];
   return Object.values(networkInterfaces())
@@ -64,12 +65,12 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const locations = new Locations({ stateDir: o.stateDir });
   const attached = new AttachedDisks(o.attachedDisks);
   const listen = o.listen ?? DEFAULT_LISTEN;
-  let remote: { url: string; pin: string } | null = null;
+  let remote: (() => string) | null = null;
   const app = createApp({
     locations,
     attached,
     power: o.power,
-    remoteAccess: () => (remote ? { ...remote, pin: pairing.pin } : null),
+    remoteAccess: () => (remote ? { url: remote(), pin: pairing.pin } : null),
     tool: o.tool,
     jobs,
     pairing,
@@ -95,7 +96,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const lan = lanUrls(addr);
-  if (!isLoopback(addr.address)) remote = { url: lan[0] ?? `http://${host}:${addr.port}/`, pin: pairing.pin };
+  // Asked anew each time: on the rescue system the DHCP lease may arrive after the server started.
+  if (!isLoopback(addr.address)) remote = () => lanUrls(addr)[0] ?? `http://${host}:${addr.port}/`;
   return {
     url: `http://${host}:${addr.port}/`,
     lanUrls: lan,
