@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages that the demo and the tests call (mkfs tools, partitioners,
-# independent checkers). Idempotent: apt-get runs only when something is missing.
+# independent checkers, the ISO builder's tools, qemu and OVMF for the VM tests). Idempotent:
+# apt-get runs only when something is missing.
 set -eu
 PKGS="e2fsprogs dosfstools ntfs-3g exfatprogs exfat-fuse fuse3 mtools fdisk gdisk parted partclone
 util-linux mount cryptsetup-bin lvm2 mdadm zstd libudev1 attr btrfs-progs time iproute2 curl
-chromium fonts-dejavu-core samba smbclient smbnetfs cifs-utils"
+chromium fonts-dejavu-core samba smbclient smbnetfs cifs-utils
+qemu-system-x86 ovmf xorriso squashfs-tools cpio kmod"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

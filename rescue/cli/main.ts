@@ -3,7 +3,6 @@
  * Exit codes: 0 success, 1 the operation failed (message + remedy on stderr), 2 bad usage,
  * 70 internal error.
  */
-import { readFileSync } from 'node:fs';
 import { Declined } from './confirm.ts';
 import { reportError, UsageError } from './output.ts';
 
@@ -31,6 +30,9 @@ Usage:
   rescue info IMAGE [--point N] [--json] [--password-file F]
   rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR] [--power]
       the web API on 127.0.0.1:8080; beyond loopback other computers pair with the printed PIN
+  rescue media iso --out FILE [--fast] [--cache DIR]   the bootable rescue ISO (BIOS, UEFI, Secure Boot)
+  rescue media usb --device DEV --iso FILE [--force] --yes   the ISO onto a USB stick, read back
+  rescue media pxe --out DIR [--iso FILE]   kernel, initrds and boot.ipxe for network boot
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text
@@ -80,6 +82,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/info.ts')).infoCommand(rest);
     case 'serve':
       return (await import('./commands/serve.ts')).serveCommand(rest, interruptSignal());
+    case 'media':
+      return (await import('./commands/media.ts')).mediaCommand(rest, interruptSignal());
     case 'version':
     case '--version': {
       process.stdout.write(`${(await import('./version.ts')).TOOL}\n`);
