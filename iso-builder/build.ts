@@ -15,7 +15,7 @@ import { assembleRoot } from './rootfs.ts';
 
 const run = promisify(execFile);
 const here = import.meta.dirname;
-export const CHECKOUT = resolve(here, '..');
+const CHECKOUT = resolve(here, '..');
 
 export interface IsoBuildOptions {
   out: string;

@@ -25,11 +25,6 @@ export interface BootFiles {
   dir: string;
 }
 
-export interface KernelCmdline {
-  id: string;
-  extra?: string;
-}
-
 /** The menu. Serial console too: servers and VMs show it there; harmless where there is none. */
 export function grubConfig(id: string, timeout: number, release: string): string {
   const base = `rescue.id=${id} console=ttyS0,115200 console=tty0`;

@@ -339,7 +339,3 @@ export async function kvmWorks(
     await vm.stop();
   }
 }
-
-export function ovmfAvailable(): boolean {
-  return existsSync(OVMF.code) && existsSync(OVMF.secureCode) && existsSync(OVMF.secureVars);
-}
