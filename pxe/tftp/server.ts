@@ -203,126 +203,166 @@ export class TftpServer {
     }
     const cap = Math.min(this.o.maxBlksize, this.o.clientBlksize?.[rinfo.address] ?? 65464);
     const accepted = negotiate(req.options, size, { maxBlksize: cap, maxWindow: this.o.maxWindow });
-    const blksize = accepted.blksize ? Number(accepted.blksize) : 512;
-    const window = accepted.windowsize ? Number(accepted.windowsize) : 1;
-    const timeoutMs = accepted.timeout ? Number(accepted.timeout) * 1000 : this.o.timeoutMs;
     this.emit({ type: 'start', client, file: req.filename, options: accepted });
-    const inbox = new Inbox(t);
-    try {
-      if (Object.keys(accepted).length > 0) {
-        await this.exchange(t, inbox, [encodeTftp({ op: OP.OACK, options: accepted })], timeoutMs, (ack) =>
-          ack === 0 ? 0 : undefined,
-        );
-      }
-      // Blocks are numbered 1…last; the last is shorter than blksize (empty if size is a multiple).
-      const last = Math.floor(size / blksize) + 1;
-      let next = 1;
-      const buf = Buffer.alloc(blksize * window);
-      while (next <= last) {
-        const count = Math.min(window, last - next + 1);
-        const offset = (next - 1) * blksize;
-        const want = Math.min(count * blksize, size - offset);
-        let got = 0;
-        if (data) got = data.copy(buf, 0, offset, offset + want);
-        else if (want > 0) got = (await fh.read(buf, 0, want, offset)).bytesRead;
-        const packets: Buffer[] = [];
-        for (let k = 0; k < count; k++) {
-          const from = k * blksize;
-          const chunk = buf.subarray(from, Math.min(from + blksize, got));
-          packets.push(encodeTftp({ op: OP.DATA, block: (next + k) & 0xffff, data: chunk }));
-        }
-        const first = next;
-        // An ACK names the newest block received in order: everything up to it is done.
-        const acked = await this.exchange(t, inbox, packets, timeoutMs, (ack) => {
-          for (let k = count - 1; k >= 0; k--) if (((first + k) & 0xffff) === ack) return first + k;
-          return undefined;
-        });
-        next = acked + 1;
-      }
-      this.emit({
-        type: 'done',
-        client,
-        file: req.filename,
-        bytes: size,
-        ms: Date.now() - started,
-        options: accepted,
-      });
-    } finally {
-      inbox.close();
-    }
-  }
-
-  /**
-   * Sends `packets`, waits for an ACK that `accept` maps to a block (ignoring others), resending on
-   * timeout up to `retries` times. Returns the accepted block.
-   */
-  private async exchange(
-    t: Socket,
-    inbox: Inbox,
-    packets: Buffer[],
-    timeoutMs: number,
-    accept: (ack: number) => number | undefined,
-  ): Promise<number> {
-    for (let attempt = 0; attempt <= this.o.retries; attempt++) {
-      for (const p of packets) t.send(p);
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const msg = await inbox.next(until - Date.now());
-        if (!msg) break; // timeout: send again
-        if (msg.op === OP.ERROR) throw new PeerError(`the client gave up: ${msg.message} (code ${msg.code})`);
-        if (msg.op !== OP.ACK) continue;
-        const block = accept(msg.block);
-        if (block !== undefined) return block;
-      }
-    }
-    throw new Refused(ERR.UNDEFINED, `no answer after ${this.o.retries + 1} tries`);
+    await new ReadTransfer({
+      t,
+      size,
+      blksize: accepted.blksize ? Number(accepted.blksize) : 512,
+      window: accepted.windowsize ? Number(accepted.windowsize) : 1,
+      timeoutMs: accepted.timeout ? Number(accepted.timeout) * 1000 : this.o.timeoutMs,
+      retries: this.o.retries,
+      oack: Object.keys(accepted).length > 0 ? encodeTftp({ op: OP.OACK, options: accepted }) : undefined,
+      read: data
+        ? undefined
+        : (buf, from) => fh.read(buf, 0, Math.min(buf.length, size - from), from).then((r) => r.bytesRead),
+      data,
+    }).run();
+    this.emit({
+      type: 'done',
+      client,
+      file: req.filename,
+      bytes: size,
+      ms: Date.now() - started,
+      options: accepted,
+    });
   }
 }
 
 /** The client stopped the transfer itself: no ERROR is sent back. */
 class PeerError extends Error {}
 
-/** Datagrams from the client, waited for one at a time. */
-class Inbox {
-  private readonly queue: TftpPacket[] = [];
-  private waiter?: (p: TftpPacket | undefined) => void;
-  private readonly t: Socket;
-  private readonly onMessage = (msg: Buffer) => {
-    let p: TftpPacket;
-    try {
-      p = decodeTftp(msg);
-    } catch {
-      return;
-    }
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w(p);
-    } else this.queue.push(p);
+/**
+ * One download as a state machine driven by the client's ACKs: each ACK is answered with the next
+ * window from a read-ahead buffer in the same callback (no await between ACK and DATA unless the
+ * buffer needs refilling); a timer resends the window, `retries` times at most.
+ */
+class ReadTransfer {
+  private readonly o: {
+    t: Socket;
+    size: number;
+    blksize: number;
+    window: number;
+    timeoutMs: number;
+    retries: number;
+    oack?: Buffer;
+    read?: (buf: Buffer, from: number) => Promise<number>;
+    data?: Buffer;
   };
+  /** Blocks are numbered 1…last; the last is shorter than blksize (empty if size is a multiple). */
+  private readonly last: number;
+  private next = 1;
+  private first = 0;
+  private count = 0;
+  private packets: Buffer[] = [];
+  private attempts = 0;
+  private timer?: NodeJS.Timeout;
+  private cache: { at: number; buf: Buffer; len: number };
+  private finish: (err?: Error) => void = () => {};
+  private readonly onMessage = (msg: Buffer) => this.message(msg);
 
-  constructor(t: Socket) {
-    this.t = t;
-    t.on('message', this.onMessage);
+  constructor(o: ReadTransfer['o']) {
+    this.o = o;
+    this.last = Math.floor(o.size / o.blksize) + 1;
+    // Read ahead 1 MiB (or a window) at a time: a read per block would wait on the thread pool
+    // between every ACK and the next DATA.
+    this.cache = o.data
+      ? { at: 0, buf: o.data, len: o.data.length }
+      : { at: 0, buf: Buffer.alloc(Math.max(1 << 20, o.blksize * o.window) + o.blksize * o.window), len: 0 };
   }
 
-  next(ms: number): Promise<TftpPacket | undefined> {
-    const queued = this.queue.shift();
-    if (queued) return Promise.resolve(queued);
-    if (ms <= 0) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        resolve(undefined);
-      }, ms);
-      this.waiter = (p) => {
-        clearTimeout(timer);
-        resolve(p);
+  run(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.finish = (err) => {
+        clearTimeout(this.timer);
+        this.o.t.off('message', this.onMessage);
+        this.finish = () => {};
+        if (err) reject(err);
+        else resolve();
       };
+      this.o.t.on('message', this.onMessage);
+      this.timer = setTimeout(() => this.timeout(), this.o.timeoutMs);
+      if (this.o.oack) {
+        // Window "0": the OACK, acknowledged by ACK 0.
+        this.first = 0;
+        this.count = 1;
+        this.packets = [this.o.oack];
+        this.transmit();
+      } else this.advance().catch((e: Error) => this.finish(e));
     });
   }
 
-  close(): void {
-    this.t.off('message', this.onMessage);
+  private transmit(): void {
+    for (const p of this.packets) this.o.t.send(p);
+    this.timer?.refresh();
+  }
+
+  private timeout(): void {
+    if (++this.attempts > this.o.retries) {
+      this.finish(new Refused(ERR.UNDEFINED, `no answer after ${this.o.retries + 1} tries`));
+      return;
+    }
+    this.transmit();
+  }
+
+  private message(msg: Buffer): void {
+    if (msg.length < 4) return;
+    const op = msg.readUInt16BE(0);
+    if (op === OP.ERROR) {
+      const e = decodeTftpSafe(msg);
+      this.finish(
+        new PeerError(
+          `the client gave up: ${e?.op === OP.ERROR ? `${e.message} (code ${e.code})` : 'error'}`,
+        ),
+      );
+    }
+    if (op !== OP.ACK || msg.length !== 4) return;
+    const ack = msg.readUInt16BE(2);
+    // An ACK names the newest block received in order: everything up to it is done.
+    for (let k = this.count - 1; k >= 0; k--) {
+      if (((this.first + k) & 0xffff) === ack) {
+        this.next = this.first + k + 1;
+        this.attempts = 0;
+        if (this.next > this.last) this.finish();
+        else this.advance().catch((e: Error) => this.finish(e));
+        return;
+      }
+    }
+  }
+
+  /** Sends the window starting at `next`, refilling the read-ahead buffer when it has to. */
+  private async advance(): Promise<void> {
+    const { blksize, size } = this.o;
+    const count = Math.min(this.o.window, this.last - this.next + 1);
+    const offset = (this.next - 1) * blksize;
+    const want = Math.min(count * blksize, size - offset);
+    const c = this.cache;
+    if (!this.o.data && (offset < c.at || offset + want > c.at + c.len)) {
+      c.len = await this.o.read!(c.buf, offset);
+      c.at = offset;
+    }
+    const base = offset - c.at;
+    const got = Math.min(want, c.len - base);
+    const packets: Buffer[] = [];
+    for (let k = 0; k < count; k++) {
+      const from = k * blksize;
+      const len = Math.max(0, Math.min(blksize, got - from));
+      const p = Buffer.allocUnsafe(4 + len);
+      p.writeUInt16BE(OP.DATA, 0);
+      p.writeUInt16BE((this.next + k) & 0xffff, 2);
+      c.buf.copy(p, 4, base + from, base + from + len);
+      packets.push(p);
+    }
+    this.first = this.next;
+    this.count = count;
+    this.packets = packets;
+    this.transmit();
+  }
+}
+
+function decodeTftpSafe(msg: Buffer): TftpPacket | undefined {
+  try {
+    return decodeTftp(msg);
+  } catch {
+    return undefined;
   }
 }
