@@ -202,6 +202,7 @@ export async function buildRescueIso(o: IsoBuildOptions): Promise<IsoBuildResult
       timeout: o.timeout ?? 5,
       out,
     });
+    const stagedRoot = join(work, 'iso', 'rescue', 'root.sqfs');
     const manifestOut = `${out}.manifest.txt`;
     writeFileSync(manifestOut, manifest);
     lap('iso');
@@ -213,13 +214,13 @@ export async function buildRescueIso(o: IsoBuildOptions): Promise<IsoBuildResult
       kernelVersion,
       bytes: statSync(out).size,
       parts: {
-        squashfs: statSync(squashfs).size,
+        squashfs: statSync(stagedRoot).size,
         initrd: statSync(initrd).size,
         kernel: statSync(vmlinuz).size,
         rootUnpacked,
       },
       seconds,
-      files: { vmlinuz, initrd, squashfs },
+      files: { vmlinuz, initrd, squashfs: stagedRoot },
     };
   } finally {
     if (!o.keepWork) rmSync(work, { recursive: true, force: true });

@@ -13,7 +13,7 @@
  *   EFI/boot/bootx64.efi (shim), grubx64.efi, mmx64.efi
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RescueError } from '../rescue/engine/errors.ts';
@@ -92,8 +92,8 @@ export async function buildIso(o: {
   writeFileSync(join(stage, '.disk/info'), `Rescue ${o.release}\n`);
   writeFileSync(join(stage, `rescue/id-${o.id}`), `${o.release}\n`);
   copyFileSync(o.manifest, join(stage, 'rescue/manifest.txt'));
-  // Moved in, not copied: the squashfs is most of the ISO.
-  cpSync(o.squashfs, join(stage, 'rescue/root.sqfs'));
+  // Moved in, not copied: the squashfs is most of the ISO (the stage is in the same work folder).
+  renameSync(o.squashfs, join(stage, 'rescue/root.sqfs'));
   copyFileSync(o.vmlinuz, join(stage, 'boot/vmlinuz'));
   copyFileSync(o.initrd, join(stage, 'boot/initrd.img'));
   writeFileSync(join(stage, 'boot/grub/grub.cfg'), grubConfig(o.id, o.timeout, o.release));
