@@ -4,13 +4,20 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { RescueError } from '../rescue/engine/errors.ts';
 import { buildInitrd } from './initrd.ts';
 import { buildIso } from './iso.ts';
-import { BOOT_PACKAGES, type Deb, fetchPackages, manifestText, ROOT_PACKAGES } from './packages.ts';
+import {
+  BOOT_PACKAGES,
+  type Deb,
+  fetchPackages,
+  fileSha256,
+  manifestText,
+  ROOT_PACKAGES,
+} from './packages.ts';
 import { assembleRoot } from './rootfs.ts';
 
 const run = promisify(execFile);
@@ -43,12 +50,6 @@ export interface IsoBuildResult {
   seconds: Record<string, number>;
   /** Kernel, initrd and root for `rescue media pxe` (kept in the work folder when keepWork). */
   files: { vmlinuz: string; initrd: string; squashfs: string };
-}
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 async function version(cmd: string, args: string[]): Promise<string> {
@@ -144,7 +145,7 @@ export async function buildRescueIso(o: IsoBuildOptions): Promise<IsoBuildResult
     await buildInitrd({ root, kernelVersion, init: join(here, 'files/initrd/init'), work, out: initrd });
     lap('initrd');
 
-    const binarySha = await sha256(binary);
+    const binarySha = await fileSha256(binary);
     const used = (debs: Deb[], names?: Set<string>) => debs.filter((d) => !names || names.has(d.name));
     const manifest = manifestText({ root: used(rootDebs), boot: used(bootDebs, wanted) }, [
       `rescue ${release} binary sha256:${binarySha}`,

@@ -15,7 +15,6 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -104,7 +103,6 @@ export async function buildInitrd(o: {
     if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
   await run('depmod', ['-a', '-b', dir, o.kernelVersion]);
   symlinkSync('bin', join(dir, 'sbin'));
-  writeFileSync(join(dir, 'etc-rescue-initrd'), `${o.kernelVersion}\n`);
 
   await packCpio(dir, o.out);
 }

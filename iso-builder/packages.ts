@@ -141,7 +141,8 @@ async function resolveClosure(packages: readonly string[], cache: string, state:
   return debs;
 }
 
-async function sha256(file: string): Promise<string> {
+/** sha256 of a whole file, hex (the manifest's entries and the binary's). */
+export async function fileSha256(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
@@ -213,7 +214,7 @@ export async function fetchPackages(
         `apt did not leave ${d.name} ${d.version} in the cache (${d.file})`,
         'Remove the cache folder and build again.',
       );
-    d.sha256 = await sha256(d.file);
+    d.sha256 = await fileSha256(d.file);
   }
   return debs;
 }

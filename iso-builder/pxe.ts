@@ -4,7 +4,7 @@
  * (a plain cpio holding rescue/root.sqfs, which the initrd finds in memory), and an iPXE script.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RescueError } from '../rescue/engine/errors.ts';
@@ -77,10 +77,9 @@ export async function pxeFromIso(iso: string, out: string): Promise<PxeFiles> {
     // The second initrd: just rescue/root.sqfs (and the marker), uncompressed — squashfs already is.
     const cpioDir = join(tmp, 'cpio');
     mkdirSync(join(cpioDir, 'rescue'), { recursive: true });
-    for (const f of ['root.sqfs', marker])
-      await run('mv', [join(tmp, 'rescue', f), join(cpioDir, 'rescue', f)]);
+    for (const f of ['root.sqfs', marker]) renameSync(join(tmp, 'rescue', f), join(cpioDir, 'rescue', f));
     await packCpio(cpioDir, join(out, 'rescue-root.cpio'), false);
-    await run('mv', [join(tmp, 'rescue', 'manifest.txt'), join(out, 'manifest.txt')]);
+    renameSync(join(tmp, 'rescue', 'manifest.txt'), join(out, 'manifest.txt'));
     writeFileSync(join(out, 'boot.ipxe'), ipxeScript(id, release));
     const files: Record<string, number> = {};
     for (const f of ['vmlinuz', 'initrd.img', 'rescue-root.cpio', 'boot.ipxe', 'manifest.txt'])

@@ -4,7 +4,6 @@
  * ISO, no confirmation) leave the target untouched.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rescue } from '../fixtures/cli.ts';
 import { LoopLab, partitionedImage } from '../fixtures/devices.ts';
+import { sha256 } from '../fixtures/lab.ts';
 
 const run = promisify(execFile);
 
@@ -55,12 +55,12 @@ describe('rescue media usb', () => {
 
   it('refuses a fixed disk without --force and leaves it untouched', async () => {
     const dev = await stick('fixed.img', 16);
-    const before = createHash('sha256').update(readFileSync(dev)).digest('hex');
+    const before = sha256(readFileSync(dev));
     const r = await rescue(['media', 'usb', '--device', dev, '--iso', iso, '--yes']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('[E_MEDIA_NOT_REMOVABLE]');
     expect(r.stderr).toContain('add --force');
-    expect(createHash('sha256').update(readFileSync(dev)).digest('hex')).toBe(before);
+    expect(sha256(readFileSync(dev))).toBe(before);
   });
 
   it('writes with --force, reads back, and the device holds exactly the ISO', async () => {
@@ -80,12 +80,12 @@ describe('rescue media usb', () => {
 
   it('without --yes and without a terminal it asks for confirmation and writes nothing', async () => {
     const dev = await stick('unconfirmed.img', 16);
-    const before = createHash('sha256').update(readFileSync(dev)).digest('hex');
+    const before = sha256(readFileSync(dev));
     const r = await rescue(['media', 'usb', '--device', dev, '--iso', iso, '--force']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('[E_CONFIRMATION_REQUIRED]');
     expect(r.stderr).toContain('Everything on this stick is lost');
-    expect(createHash('sha256').update(readFileSync(dev)).digest('hex')).toBe(before);
+    expect(sha256(readFileSync(dev))).toBe(before);
   });
 
   it('refuses a stick smaller than the ISO, a partition, a disk in use, and a file that is no ISO', async () => {

@@ -5,7 +5,7 @@
  * (.., absolute paths, symbolic links out); uploads refused. Plus codec round trips and fuzzing.
  */
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +14,9 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeTftp, encodeTftp, OP, TftpDecodeError, type TftpPacket } from '../../pxe/tftp/codec.ts';
 import { type TftpEvent, TftpServer } from '../../pxe/tftp/server.ts';
+import { sha256 } from '../fixtures/lab.ts';
 
 const run = promisify(execFile);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('TFTP server with real clients', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rescue-tftp-'));
@@ -73,7 +73,7 @@ describe('TFTP server with real clients', () => {
 
   it('curl with blksize and tsize gets every byte', async () => {
     await curl(server.port, 'undionly.kpxe', ['--tftp-blksize', '1428']);
-    expect(sha(readFileSync(join(out, 'curl.bin')))).toBe(sha(files['undionly.kpxe']));
+    expect(sha256(readFileSync(join(out, 'curl.bin')))).toBe(sha256(files['undionly.kpxe']));
     const done = events.findLast((e) => e.type === 'done' && e.file.endsWith('undionly.kpxe'));
     expect(done?.options).toMatchObject({ blksize: '1428' });
   });
@@ -86,7 +86,7 @@ describe('TFTP server with real clients', () => {
       ['alias.efi', files['efi/snponly.efi']],
     ] as const) {
       await curl(server.port, path);
-      expect(sha(readFileSync(join(out, 'curl.bin'))), path).toBe(sha(data));
+      expect(sha256(readFileSync(join(out, 'curl.bin'))), path).toBe(sha256(data));
     }
   });
 
@@ -102,7 +102,7 @@ describe('TFTP server with real clients', () => {
       'efi/snponly.efi',
       dest,
     ]);
-    expect(sha(readFileSync(dest))).toBe(sha(files['efi/snponly.efi']));
+    expect(sha256(readFileSync(dest))).toBe(sha256(files['efi/snponly.efi']));
   });
 
   it('atftp with windowsize 16 and blksize 512 across the block-number rollover (34 MiB)', async () => {
@@ -126,7 +126,7 @@ describe('TFTP server with real clients', () => {
       ],
       { timeout: 120_000 },
     );
-    expect(sha(readFileSync(dest))).toBe(sha(files['big.img']));
+    expect(sha256(readFileSync(dest))).toBe(sha256(files['big.img']));
     const done = events.findLast((e) => e.type === 'done' && e.file === 'big.img');
     expect(done?.options).toEqual({
       blksize: '512',
@@ -149,13 +149,13 @@ describe('TFTP server with real clients', () => {
         ]),
       ),
     );
-    const want = sha(files['efi/snponly.efi']);
-    for (let i = 0; i < 200; i++) expect(sha(readFileSync(join(out, `p${i}.bin`)))).toBe(want);
+    const want = sha256(files['efi/snponly.efi']);
+    for (let i = 0; i < 200; i++) expect(sha256(readFileSync(join(out, `p${i}.bin`)))).toBe(want);
   }, 180_000);
 
   it('caps the block size per client and by the link MTU', async () => {
     await curl(capped.port, 'undionly.kpxe', ['--tftp-blksize', '1428']);
-    expect(sha(readFileSync(join(out, 'curl.bin')))).toBe(sha(files['undionly.kpxe']));
+    expect(sha256(readFileSync(join(out, 'curl.bin')))).toBe(sha256(files['undionly.kpxe']));
     expect(
       events.findLast((e) => e.type === 'done' && e.file.endsWith('undionly.kpxe'))?.options?.blksize,
     ).toBe('600');

@@ -20,9 +20,10 @@ const ISO_OPTIONS = {
   fast: { type: 'boolean' },
   timeout: { type: 'string' },
   'keep-work': { type: 'boolean' },
-  iso: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
+
+const PXE_OPTIONS = { ...ISO_OPTIONS, iso: { type: 'string' } } as const;
 
 const USB_OPTIONS = {
   device: { type: 'string' },
@@ -46,6 +47,23 @@ async function builder() {
   return import('../../../iso-builder/build.ts');
 }
 
+/** The ISO build `media iso` runs, and `media pxe` when it is given no --iso. */
+async function buildFromOptions(
+  v: { cache?: string; binary?: string; fast?: boolean; timeout?: string; 'keep-work'?: boolean },
+  out: string,
+) {
+  const { buildRescueIso } = await builder();
+  return buildRescueIso({
+    out,
+    cache: v.cache,
+    binary: v.binary,
+    compression: v.fast ? 'zstd' : 'xz',
+    timeout: timeoutOption(v.timeout),
+    keepWork: v['keep-work'],
+    log: (line) => process.stderr.write(`rescue: ${line}\n`),
+  });
+}
+
 function say(json: boolean | undefined, text: string, record: Record<string, unknown>): void {
   process.stdout.write(json ? `${JSON.stringify(record)}\n` : `${text}\n`);
 }
@@ -54,16 +72,7 @@ async function isoCommand(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCommand(argv, ISO_OPTIONS);
   if (positionals.length > 0) throw new UsageError(`rescue media iso takes no ${positionals[0]}`);
   if (!v.out) throw new UsageError('say where the ISO goes: rescue media iso --out FILE');
-  const { buildRescueIso } = await builder();
-  const r = await buildRescueIso({
-    out: v.out,
-    cache: v.cache,
-    binary: v.binary,
-    compression: v.fast ? 'zstd' : 'xz',
-    timeout: timeoutOption(v.timeout),
-    keepWork: v['keep-work'],
-    log: (line) => process.stderr.write(`rescue: ${line}\n`),
-  });
+  const r = await buildFromOptions(v, v.out);
   say(
     v.json,
     `${r.iso}: ${formatBytes(r.bytes)} (rescue root ${formatBytes(r.parts.squashfs)} packed from ${formatBytes(r.parts.rootUnpacked)}, ` +
@@ -123,7 +132,7 @@ async function usbCommand(argv: string[], signal: AbortSignal): Promise<number> 
 }
 
 async function pxeCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseCommand(argv, ISO_OPTIONS);
+  const { values: v, positionals } = parseCommand(argv, PXE_OPTIONS);
   if (positionals.length > 0) throw new UsageError(`rescue media pxe takes no ${positionals[0]}`);
   if (!v.out) throw new UsageError('say where the files go: rescue media pxe --out DIR [--iso FILE]');
   const { pxeFromIso } = await import('../../../iso-builder/pxe.ts');
@@ -131,16 +140,9 @@ async function pxeCommand(argv: string[]): Promise<number> {
   let scratch: string | undefined;
   try {
     if (!iso) {
-      const { buildRescueIso } = await builder();
       scratch = mkdtempSync(join(resolve(v.out, '..'), '.rescue-pxe-'));
       iso = join(scratch, 'rescue.iso');
-      await buildRescueIso({
-        out: iso,
-        cache: v.cache,
-        binary: v.binary,
-        compression: v.fast ? 'zstd' : 'xz',
-        log: (line) => process.stderr.write(`rescue: ${line}\n`),
-      });
+      await buildFromOptions(v, iso);
     }
     const r = await pxeFromIso(iso, resolve(v.out));
     say(
