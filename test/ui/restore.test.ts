@@ -149,12 +149,13 @@ describe('the home screen', () => {
 
   it('follows a disk being plugged in and out without a reload', async () => {
     const usb = join(dir, 'usb-stick.img');
-    await sparseFile(usb, 32 * MiB);
+    await sparseFile(usb, 45 * MiB);
     await page.goto(`${api.base}/#/`);
     await page.getByRole('heading', { name: 'Disks' }).waitFor();
     const dev = await lab.attach(usb, 0);
-    // The card of this stick (32 MiB): another test may get the same loop device number for its own.
-    const card = page.locator('.disk', { hasText: dev }).filter({ hasText: '33.6 MB' });
+    // The card of this stick, by name and by a size no other test's disk has (45 MiB): tests running
+    // beside this one get the same loop device numbers for their own disks (32 MiB ones among them).
+    const card = page.locator('.disk', { hasText: dev }).filter({ hasText: '47.2 MB' });
     await card.first().waitFor({ timeout: 15_000 });
     await shot(page, 'restore', '9-plugged-in');
     await lab.detach(dev);
