@@ -141,6 +141,42 @@ describe('the restore wizard', () => {
   });
 });
 
+/**
+ * What the kernel, the processes and the server say about a detached loop device whose card stayed
+ * on the screen: a detach is deferred while anyone holds the device open.
+ */
+async function whyStillShown(dev: string, client: ApiClient): Promise<string> {
+  const name = dev.replace('/dev/', '');
+  const size = await fsp.readFile(`/sys/block/${name}/size`, 'utf8').catch((e) => String(e));
+  const backing = await fsp.readFile(`/sys/block/${name}/loop/backing_file`, 'utf8').catch(() => '(none)');
+  const holders: string[] = [];
+  for (const pid of await fsp.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    for (const fd of await fsp.readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      const target = await fsp.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (target === dev) {
+        const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        holders.push(`${pid} fd ${fd}: ${cmd.replaceAll('\0', ' ').slice(0, 200)}`);
+      }
+    }
+  }
+  // A disk list that never comes back would leave the screen as it was: wait 10 s at most.
+  const listed = await Promise.race([
+    client
+      .get('/api/disks')
+      .then(
+        (r) =>
+          `${r.status} ${(r.body?.disks ?? []).map((d: { path: string; size: number }) => `${d.path}:${d.size}`).join(' ')}`,
+      ),
+    new Promise<string>((resolve) => setTimeout(() => resolve('no answer within 10 s'), 10_000)),
+  ]).catch((e) => String(e));
+  return [
+    `sysfs size of ${dev}: ${size.trim()} sectors, backing file: ${backing.trim()}`,
+    `processes holding ${dev} open: ${holders.length > 0 ? holders.join('; ') : 'none'}`,
+    `GET /api/disks now: ${listed}`,
+  ].join('\n');
+}
+
 describe('the home screen', () => {
   const lab = new LoopLab();
   afterAll(async () => {
@@ -159,7 +195,11 @@ describe('the home screen', () => {
     await card.first().waitFor({ timeout: 15_000 });
     await shot(page, 'restore', '9-plugged-in');
     await lab.detach(dev);
-    await card.first().waitFor({ state: 'detached', timeout: 30_000 });
+    try {
+      await card.first().waitFor({ state: 'detached', timeout: 30_000 });
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${await whyStillShown(dev, api)}`);
+    }
   });
 
   it('the restore wizard works by keyboard alone', async () => {
