@@ -6,7 +6,8 @@ set -eu
 PKGS="e2fsprogs dosfstools ntfs-3g exfatprogs exfat-fuse fuse3 mtools fdisk gdisk parted partclone
 util-linux mount cryptsetup-bin lvm2 mdadm zstd libudev1 attr btrfs-progs time iproute2 curl
 chromium fonts-dejavu-core samba smbclient smbnetfs cifs-utils
-qemu-system-x86 ovmf xorriso squashfs-tools cpio kmod tftp-hpa atftp dnsmasq-base"
+qemu-system-x86 ovmf xorriso squashfs-tools cpio kmod tftp-hpa atftp dnsmasq-base
+ipxe isc-dhcp-client busybox iputils-ping"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -22,6 +22,8 @@ export interface TftpEvent {
 
 export interface TftpServerOptions {
   root: string;
+  /** Names served from exact paths outside the root (the iPXE loaders from Debian's ipxe package). */
+  files?: Record<string, string>;
   address?: string;
   port?: number;
   /** The largest block the link carries: MTU − 32 (IP 20 + UDP 8 + TFTP 4). Default 1468 (MTU 1500). */
@@ -97,7 +99,8 @@ export function negotiate(
 }
 
 export class TftpServer {
-  private readonly o: Required<Omit<TftpServerOptions, 'onEvent' | 'clientBlksize'>> & TftpServerOptions;
+  private readonly o: Required<Omit<TftpServerOptions, 'onEvent' | 'clientBlksize' | 'files'>> &
+    TftpServerOptions;
   private sock?: Socket;
   private readonly transfers = new Set<Socket>();
   port = 0;
@@ -170,7 +173,9 @@ export class TftpServer {
       if (p.op === OP.WRQ) throw new Refused(ERR.ACCESS, 'this server is read-only');
       if (p.mode !== 'octet' && p.mode !== 'netascii')
         throw new Refused(ERR.ILLEGAL, `mode "${p.mode}" is not supported`);
-      const path = await resolveInRoot(this.o.root, file);
+      const key = file.replace(/\\/g, '/').replace(/^\/+/, '');
+      const named = this.o.files && Object.hasOwn(this.o.files, key) ? this.o.files[key] : undefined;
+      const path = named ?? (await resolveInRoot(this.o.root, file));
       fh = await open(path, 'r');
       await this.send(t, fh, p, rinfo, client);
     } catch (e) {

@@ -33,6 +33,7 @@ Usage:
   rescue media iso --out FILE [--fast] [--cache DIR]   the bootable rescue ISO (BIOS, UEFI, Secure Boot)
   rescue media usb --device DEV --iso FILE [--force] --yes   the ISO onto a USB stick, read back
   rescue media pxe --out DIR [--iso FILE]   kernel, initrds and boot.ipxe for network boot
+  rescue pxe serve --interface IF [--full-dhcp --range A-B] [--images DIR]   network boot for a LAN
   rescue demo [--dir DIR]                  build a lab of disk-image files and list them
   rescue version                           print the version
   rescue help                              this text
@@ -84,6 +85,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/serve.ts')).serveCommand(rest, interruptSignal());
     case 'media':
       return (await import('./commands/media.ts')).mediaCommand(rest, interruptSignal());
+    case 'pxe':
+      return (await import('./commands/pxe.ts')).pxeCommand(rest, interruptSignal());
     case 'version':
     case '--version': {
       process.stdout.write(`${(await import('./version.ts')).TOOL}\n`);

@@ -32,6 +32,11 @@ export interface AppOptions {
   power?: boolean;
   /** When other computers can connect: the address to give them and the PIN (shown on the local screen only). */
   remoteAccess?: () => { url: string; pin: string } | null;
+  /**
+   * More routes, added after the API's own (which keep precedence): the PXE server's boot routes.
+   * Routes under /api/ are behind pairing like the rest of the API.
+   */
+  extensions?: Array<(app: Hono) => void>;
 }
 
 type Env = { Variables: { csrf: string; local: boolean } };
@@ -309,6 +314,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   /** Live updates of every job. */
   app.get('/api/events', (c) => streamUpdates(c, o.jobs, () => true));
 
+  for (const extend of o.extensions ?? []) extend(app as unknown as Hono);
   return app;
 }
 

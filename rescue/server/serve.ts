@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { createAdaptorServer } from '@hono/node-server';
 import { RescueError } from '../engine/errors.ts';
-import { createApp } from './app.ts';
+import { type AppOptions, createApp } from './app.ts';
 import { AttachedDisks } from './attached.ts';
 import { JobManager } from './jobs.ts';
 import { Locations } from './locations.ts';
@@ -28,6 +28,8 @@ export interface ServeOptions {
   stateDir?: string;
   /** Told when too many wrong PINs made the PIN change. */
   onPinChange?: (pin: string) => void;
+  /** More routes (see AppOptions.extensions). */
+  extensions?: AppOptions['extensions'];
 }
 
 export interface RunningServer {
@@ -76,6 +78,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     pairing,
     extraDisks: o.extraDisks,
     imageFolders: o.imageFolders,
+    extensions: o.extensions,
   });
 
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;

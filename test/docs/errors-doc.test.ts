@@ -18,7 +18,11 @@ describe('docs/errors.md', () => {
   it('lists every error code the product can raise', async () => {
     const doc = await fsp.readFile(join(ROOT, 'docs/errors.md'), 'utf8');
     const used = new Set<string>();
-    const files = [...(await sources(join(ROOT, 'rescue'))), ...(await sources(join(ROOT, 'iso-builder')))];
+    const files = [
+      ...(await sources(join(ROOT, 'rescue'))),
+      ...(await sources(join(ROOT, 'iso-builder'))),
+      ...(await sources(join(ROOT, 'pxe'))),
+    ];
     for (const file of files) {
       const text = await fsp.readFile(file, 'utf8');
       for (const m of text.matchAll(/RescueError\(\s*'(E_[A-Z0-9_]+)'/g)) used.add(m[1]);

@@ -1,0 +1,214 @@
+/**
+ * HTTP boot: the iPXE menu script and the files it loads (kernel, initrd, the rescue root as a second
+ * initrd, an optional custom image), served with Range support, plus the check-in of booted rescue
+ * systems (`POST /pxe/hello`) and the clients list for the dashboard (`GET /api/pxe/clients`, behind
+ * the server's pairing like every /api route).
+ *
+ * The menu: the rescue environment (default), this computer's own disk, and a custom image file
+ * (the manual's option 3) when one was given: an .iso is SAN-booted by iPXE, an .efi / .kpxe / .ipxe
+ * is chained.
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import { basename, extname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context, Hono } from 'hono';
+import type { ClientTracker } from './clients.ts';
+
+export interface BootFiles {
+  dir: string;
+  /** The build id of the rescue system in `dir` (from its boot.ipxe). */
+  id: string;
+}
+
+export interface HttpBootOptions {
+  files: BootFiles;
+  tracker: ClientTracker;
+  /** What a client is told to use as this server's base URL (http://IP[:port]/). */
+  baseUrl: string;
+  /** TFTP server address, for the TFTP-only variant of the script (?via=tftp). */
+  tftpHost: string;
+  /** A custom boot image offered as the third menu entry. */
+  custom?: string;
+  /** Menu timeout; 0 boots the rescue environment without a menu. */
+  menuSeconds: number;
+  /** Extra kernel arguments for the rescue environment (console=, rescue.nokiosk, …). */
+  kernelArgs?: string;
+  /** The server state for the dashboard. */
+  status: () => Record<string, unknown>;
+}
+
+const FILES = ['vmlinuz', 'initrd.img', 'rescue-root.cpio'];
+
+export async function readBootFiles(dir: string): Promise<BootFiles> {
+  const { RescueError } = await import('../rescue/engine/errors.ts');
+  const missing: string[] = [];
+  for (const f of [...FILES, 'boot.ipxe']) {
+    const st = await fsp.stat(join(dir, f)).catch(() => undefined);
+    if (!st?.isFile()) missing.push(f);
+  }
+  if (missing.length > 0)
+    throw new RescueError(
+      'E_PXE_NO_BOOT_FILES',
+      `${dir} does not hold the network-boot files (missing: ${missing.join(', ')})`,
+      `Make them with \`rescue media pxe --out ${dir}\` (from a checkout, or --iso FILE from a built ISO).`,
+    );
+  const script = await fsp.readFile(join(dir, 'boot.ipxe'), 'utf8');
+  const id = /rescue\.id=(\S+)/.exec(script)?.[1];
+  if (!id)
+    throw new RescueError(
+      'E_PXE_NO_BOOT_FILES',
+      `${dir}/boot.ipxe names no rescue build (rescue.id=)`,
+      `Make the folder again with \`rescue media pxe --out ${dir}\`.`,
+    );
+  return { dir, id };
+}
+
+/** The iPXE script: a menu, or straight to the rescue environment. `via` picks HTTP or TFTP for the big files. */
+export function menuScript(o: HttpBootOptions, mac: string | undefined, via: 'http' | 'tftp'): string {
+  const base = via === 'tftp' ? `tftp://${o.tftpHost}/` : `${o.baseUrl}pxe/files/`;
+  const serverArg = `rescue.server=${o.baseUrl}`;
+  const macArg = mac ? ` rescue.mac=${mac}` : '';
+  const lines = ['#!ipxe', `# Rescue network boot (build ${o.files.id}), served by ${o.baseUrl}`];
+  const custom = o.custom ? basename(o.custom) : undefined;
+  if (o.menuSeconds > 0) {
+    lines.push(
+      'menu Rescue - network boot || goto rescue',
+      'item rescue Rescue environment (restore, clone, back up) || goto rescue',
+      'item local Boot this computer from its own disk || goto rescue',
+    );
+    if (custom) lines.push(`item custom Custom image: ${custom} || goto rescue`);
+    lines.push(
+      `choose --default rescue --timeout ${o.menuSeconds * 1000} target && goto \${target} || goto rescue`,
+    );
+  }
+  lines.push(
+    ':rescue',
+    'echo Loading the rescue environment...',
+    `kernel ${base}vmlinuz initrd=initrd.img initrd=rescue-root.cpio rescue.id=${o.files.id} ${serverArg}${macArg} ${o.kernelArgs ?? 'console=tty0 quiet'} || goto failed`,
+    `initrd ${base}initrd.img || goto failed`,
+    `initrd ${base}rescue-root.cpio || goto failed`,
+    'boot || goto failed',
+    ':local',
+    'echo Booting from the local disk...',
+    // UEFI: leave iPXE and let the firmware try its next boot entry; BIOS: the first hard disk.
+    `iseq \${platform} efi && exit 1 ||`,
+    'sanboot --no-describe --drive 0x80 || goto failed',
+  );
+  if (custom) {
+    const url = `${o.baseUrl}pxe/files/${encodeURIComponent(custom)}`;
+    const ext = extname(custom).toLowerCase();
+    lines.push(':custom', `echo Loading ${custom}...`);
+    if (ext === '.iso' || ext === '.img') lines.push(`sanboot --no-describe ${url} || goto failed`);
+    else lines.push(`chain ${url} || goto failed`);
+  }
+  lines.push(
+    ':failed',
+    'echo Network boot failed; the menu comes back in 10 seconds.',
+    'sleep 10',
+    'goto rescue',
+    '',
+  );
+  return lines.join('\n');
+}
+
+function clientIp(c: Context): string {
+  try {
+    return (getConnInfo(c).remote.address ?? '').replace(/^::ffff:/, '');
+  } catch {
+    return '';
+  }
+}
+
+function validMac(m: string | undefined): string | undefined {
+  return m && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(m) ? m.toLowerCase() : undefined;
+}
+
+/** A file answered whole or by one byte range (RFC 9110), HEAD included. */
+async function sendFile(c: Context, path: string): Promise<Response> {
+  const st = await fsp.stat(path).catch(() => undefined);
+  if (!st?.isFile()) return c.text('not found\n', 404);
+  const size = st.size;
+  const headers: Record<string, string> = {
+    'accept-ranges': 'bytes',
+    'content-type': 'application/octet-stream',
+    'last-modified': st.mtime.toUTCString(),
+    'cache-control': 'no-cache',
+  };
+  let start = 0;
+  let end = size - 1;
+  let status: 200 | 206 = 200;
+  const range = c.req.header('range');
+  if (range) {
+    const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+    if (!m || (m[1] === '' && m[2] === '')) {
+      return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+    }
+    if (m[1] === '') {
+      start = Math.max(0, size - Number(m[2]));
+    } else {
+      start = Number(m[1]);
+      if (m[2] !== '') end = Math.min(end, Number(m[2]));
+    }
+    if (start >= size || start > end)
+      return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+    status = 206;
+    headers['content-range'] = `bytes ${start}-${end}/${size}`;
+  }
+  headers['content-length'] = String(end - start + 1);
+  if (c.req.method === 'HEAD' || end < start) return new Response(null, { status, headers });
+  const stream = Readable.toWeb(
+    createReadStream(path, { start, end, highWaterMark: 1 << 20 }),
+  ) as ReadableStream;
+  return new Response(stream, { status, headers });
+}
+
+export function httpBootRoutes(app: Hono, o: HttpBootOptions): void {
+  app.get('/pxe/boot.ipxe', async (c) => {
+    const mac = validMac(c.req.query('mac'));
+    const via = c.req.query('via') === 'tftp' ? 'tftp' : 'http';
+    await o.tracker.http({ ip: clientIp(c), mac, path: '/pxe/boot.ipxe', status: 200 });
+    c.header('content-type', 'text/plain; charset=utf-8');
+    c.header('cache-control', 'no-store');
+    return c.body(menuScript(o, mac, via));
+  });
+
+  const file = async (c: Context) => {
+    const name = decodeURIComponent(c.req.param('name') ?? '');
+    let path: string | undefined;
+    if (FILES.includes(name)) path = join(o.files.dir, name);
+    else if (o.custom && name === basename(o.custom)) path = o.custom;
+    const res = path ? await sendFile(c, path) : c.text('not found\n', 404);
+    if (c.req.method === 'GET')
+      await o.tracker.http({
+        ip: clientIp(c),
+        path: `/pxe/files/${name}`,
+        status: res.status,
+        bytes: Number(res.headers.get('content-length') ?? 0),
+      });
+    return res;
+  };
+  app.on(['GET', 'HEAD'], '/pxe/files/:name', file);
+
+  // A booted rescue system checks in: with its MAC (from the kernel command line) and its own URL.
+  app.post('/pxe/hello', async (c) => {
+    const body = (await c.req.json().catch(() => ({}))) as Record<string, unknown>;
+    const job = body.job && typeof body.job === 'object' ? (body.job as Record<string, unknown>) : undefined;
+    await o.tracker.hello({
+      ip: clientIp(c),
+      mac: validMac(typeof body.mac === 'string' ? body.mac : undefined),
+      url: typeof body.url === 'string' && /^https?:\/\//.test(body.url) ? body.url.slice(0, 200) : undefined,
+      job: job
+        ? {
+            id: typeof job.id === 'string' ? job.id.slice(0, 64) : undefined,
+            kind: typeof job.kind === 'string' ? job.kind.slice(0, 32) : undefined,
+            state: typeof job.state === 'string' ? job.state.slice(0, 32) : undefined,
+            percent: typeof job.percent === 'number' ? Math.max(0, Math.min(100, job.percent)) : undefined,
+          }
+        : undefined,
+    });
+    return c.json({ ok: true });
+  });
+
+  app.get('/api/pxe/clients', (c) => c.json({ server: o.status(), clients: o.tracker.list() }));
+}
