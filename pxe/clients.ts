@@ -81,12 +81,16 @@ export class ClientTracker {
     arch?: number;
     uuid?: string;
     ipxe: boolean;
+    /** Asked as a PXE client (vendor class PXEClient): firmware, or iPXE. */
+    pxe?: boolean;
     ip?: string;
     trace: string[];
     problem?: string;
   }): void {
     const c = this.client(o.mac);
-    if (!o.ipxe && ORDER.indexOf(c.stage) > ORDER.indexOf('tftp')) {
+    // PXE firmware asking again means the machine is booting again (the booted rescue system's own
+    // DHCP client, renewing its lease, is not PXE and changes nothing).
+    if (o.pxe && !o.ipxe && ORDER.indexOf(c.stage) > ORDER.indexOf('tftp')) {
       c.stage = 'dhcp'; // booting again
       delete c.job;
       delete c.rescueUrl;
@@ -94,7 +98,7 @@ export class ClientTracker {
     if (o.arch !== undefined) {
       c.arch = o.arch;
       c.firmware = firmwareOf(o.arch);
-    } else if (!c.firmware && !o.ipxe) c.firmware = firmwareOf(undefined);
+    } else if (!c.firmware && o.pxe && !o.ipxe) c.firmware = firmwareOf(undefined);
     if (o.uuid) c.uuid = o.uuid;
     if (o.ip) this.learnIp(c, o.ip);
     if (o.problem) c.problem = o.problem;
@@ -124,12 +128,16 @@ export class ClientTracker {
   }): Promise<void> {
     const c = await this.byIp(o.ip);
     if (o.type === 'start') this.note(c, `TFTP ${o.file}: sending`, 'tftp');
-    else if (o.type === 'done')
+    else if (o.type === 'done') {
+      delete c.problem;
       this.note(
         c,
         `TFTP ${o.file}: sent ${o.bytes ?? 0} bytes in ${((o.ms ?? 0) / 1000).toFixed(1)} s`,
         'tftp',
       );
+    } else if (/\(code 8\)/.test(o.reason ?? ''))
+      // RFC 2347 option refusal: UEFI firmware asks for the size first, then ends the transfer.
+      this.note(c, `TFTP ${o.file}: size asked, transfer ended by the client (as UEFI firmware does)`);
     else {
       c.problem = `TFTP ${o.file}: ${o.reason ?? 'failed'}`;
       this.note(c, c.problem);

@@ -85,7 +85,7 @@ export function menuScript(o: HttpBootOptions, mac: string | undefined, via: 'ht
   lines.push(
     ':rescue',
     'echo Loading the rescue environment...',
-    `kernel ${base}vmlinuz initrd=initrd.img initrd=rescue-root.cpio rescue.id=${o.files.id} ${serverArg}${macArg} ${o.kernelArgs ?? 'console=tty0 quiet'} || goto failed`,
+    `kernel ${base}vmlinuz initrd=initrd.img initrd=rescue-root.cpio rescue.id=${o.files.id} ${serverArg}${macArg} ${o.kernelArgs ?? 'console=ttyS0,115200 console=tty0 quiet'} || goto failed`,
     `initrd ${base}initrd.img || goto failed`,
     `initrd ${base}rescue-root.cpio || goto failed`,
     'boot || goto failed',

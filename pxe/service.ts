@@ -39,6 +39,8 @@ export interface PxeServiceOptions {
   /** The HTTP port the caller's web server listens on (the base URL clients are given). */
   httpPort: number;
   custom?: string;
+  /** How iPXE fetches the kernel and initrds: HTTP (default) or TFTP (networks that pass only TFTP; the benchmark). */
+  transfer?: 'http' | 'tftp';
   menuSeconds?: number;
   kernelArgs?: string;
   /** Ports, for tests. */
@@ -151,7 +153,7 @@ export class PxeService {
       bios: LOADERS.bios,
       uefi: LOADERS.uefi,
       // iPXE expands ${mac} in the file name it is given: the script learns which machine asks.
-      ipxeScriptUrl: `${this.baseUrl}pxe/boot.ipxe?mac=\${mac}`,
+      ipxeScriptUrl: `${this.baseUrl}pxe/boot.ipxe?${this.o.transfer === 'tftp' ? 'via=tftp&' : ''}mac=\${mac}`,
     };
     const tftp = new TftpServer({
       root: this.o.files.dir,

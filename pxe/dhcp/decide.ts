@@ -106,10 +106,10 @@ export function decide(req: DhcpPacket, plan: BootPlan, mode: 'proxy' | 'full', 
       trace.push(`iPXE → ${plan.ipxeScriptUrl}`);
     } else if (client.arch === undefined || client.arch === 0) {
       bootFile = plan.bios;
-      trace.push(`→ ${plan.bios} (TFTP)`);
+      trace.push(`${plan.bios} (TFTP)`);
     } else if (client.arch === 7 || client.arch === 9) {
       bootFile = plan.uefi;
-      trace.push(`→ ${plan.uefi} (TFTP)`);
+      trace.push(`${plan.uefi} (TFTP)`);
     } else if (mode === 'proxy') {
       return out('no boot file for this architecture: not answered');
     } else trace.push('no boot file for this architecture: address only');

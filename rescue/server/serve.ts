@@ -13,6 +13,7 @@ import { AttachedDisks } from './attached.ts';
 import { JobManager } from './jobs.ts';
 import { Locations } from './locations.ts';
 import { isLoopback, Pairing } from './pairing.ts';
+import { startReporting } from './report.ts';
 
 export interface ServeOptions {
   tool: string;
@@ -28,6 +29,8 @@ export interface ServeOptions {
   stateDir?: string;
   /** Told when too many wrong PINs made the PIN change. */
   onPinChange?: (pin: string) => void;
+  /** Network-booted: report to this PXE server (rescue.server= on the kernel command line). */
+  reportTo?: { server: string; mac?: string };
   /** More routes (see AppOptions.extensions). */
   extensions?: AppOptions['extensions'];
 }
@@ -101,6 +104,15 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const lan = lanUrls(addr);
   // Asked anew each time: on the rescue system the DHCP lease may arrive after the server started.
   if (!isLoopback(addr.address)) remote = () => lanUrls(addr)[0] ?? `http://${host}:${addr.port}/`;
+  const stopReporting = o.reportTo
+    ? startReporting({
+        server: o.reportTo.server,
+        mac: o.reportTo.mac,
+        ownUrl: () => lanUrls(addr)[0],
+        jobs,
+        onError: (m) => process.stderr.write(`rescue: ${m}\n`),
+      })
+    : undefined;
   return {
     url: `http://${host}:${addr.port}/`,
     lanUrls: lan,
@@ -113,6 +125,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     jobs,
     pairing,
     async close() {
+      stopReporting?.();
       await jobs.close();
       await locations.close();
       await attached.close();

@@ -9,6 +9,7 @@ import { CloneWizard } from './views/clone.ts';
 import { HomeScreen } from './views/home.ts';
 import { JobScreen } from './views/job.ts';
 import { PairScreen } from './views/pair.ts';
+import { PxeScreen } from './views/pxe.ts';
 import { RestoreWizard } from './views/restore.ts';
 import { ToolsScreen } from './views/tools.ts';
 
@@ -38,6 +39,8 @@ function Screen(props: { hash: string; visit: number }) {
       return html`<${ToolsScreen} key=${`${props.hash}:${props.visit}`} />`;
     case 'jobs':
       return html`<${JobScreen} id=${arg} />`;
+    case 'pxe':
+      return html`<${PxeScreen} />`;
     default:
       return html`<main><h2>Not here yet</h2><p>This part of the rescue screen is not available in this version.</p><p><a href="#/">Back to the start</a></p></main>`;
   }
@@ -59,12 +62,22 @@ function App() {
       })
       .catch(setError);
   }, []);
+  // "Network boot" only where this server is a PXE server (rescue pxe serve).
+  const [pxe, setPxe] = useState(false);
+  useEffect(() => {
+    if (!session?.paired) return;
+    api
+      .get('/api/pxe/clients')
+      .then(() => setPxe(true))
+      .catch(() => setPxe(false));
+  }, [session?.paired]);
   const nav = [
     ['#/', 'Home'],
     ['#/restore', 'Restore'],
     ['#/clone', 'Clone'],
     ['#/backup', 'Back up'],
     ['#/tools', 'Tools'],
+    ...(pxe ? [['#/pxe', 'Network boot']] : []),
   ];
   return html`<div class="app">
     <header>

@@ -77,14 +77,14 @@ describe('PXE DHCP decisions', () => {
     expect(Buffer.from(option(received!, OPT.VENDOR_CLASS)!).toString()).toBe('PXEClient');
     expect([...decodeSubOptions(option(received!, OPT.VENDOR_SPECIFIC)!).get(6)!]).toEqual([8]);
     expect(received!.xid).toBe(0x1234);
-    expect(trace.join(' ')).toBe('arch 0 (BIOS) → undionly.kpxe (TFTP) OFFER (proxy, no address)');
+    expect(trace.join(' → ')).toBe('arch 0 (BIOS) → undionly.kpxe (TFTP) → OFFER (proxy, no address)');
   });
 
   it('x64 UEFI as arch 7 and as arch 9 gets snponly.efi', () => {
     for (const arch of [7, 9]) {
       const { received, trace } = answer(request(MESSAGE.DISCOVER, [], arch));
       expect(received!.file).toBe('snponly.efi');
-      expect(trace[1]).toBe('→ snponly.efi (TFTP)');
+      expect(trace[1]).toBe('snponly.efi (TFTP)');
     }
   });
 

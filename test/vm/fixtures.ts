@@ -4,11 +4,12 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { buildRescueIso } from '../../iso-builder/build.ts';
 import { packCpio } from '../../iso-builder/initrd.ts';
+import { pxeFromIso } from '../../iso-builder/pxe.ts';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '../..');
@@ -39,12 +40,58 @@ export async function testIso(
   const iso = join(VM_CACHE, 'rescue.iso');
   const stamp = join(VM_CACHE, 'rescue.iso.stamp');
   const state = await checkoutState();
-  if (existsSync(iso) && existsSync(stamp) && readFileSync(stamp, 'utf8') === state)
-    return { iso, bytes: readFileSync(iso).length };
-  rmSync(stamp, { force: true });
-  const r = await buildRescueIso({ out: iso, compression: 'zstd', timeout: 1, log });
-  writeFileSync(stamp, state);
-  return { iso, seconds: r.seconds.total, bytes: r.bytes };
+  // Several VM test files ask at once: one builds, the others wait for it.
+  return withLock(join(VM_CACHE, 'rescue.iso.lock'), async () => {
+    if (existsSync(iso) && existsSync(stamp) && readFileSync(stamp, 'utf8') === state)
+      return { iso, bytes: statSync(iso).size };
+    rmSync(stamp, { force: true });
+    const r = await buildRescueIso({ out: iso, compression: 'zstd', timeout: 1, log });
+    writeFileSync(stamp, state);
+    return { iso, seconds: r.seconds.total, bytes: r.bytes };
+  });
+}
+
+/** Runs `fn` holding a lock file (its holder's pid inside; a dead holder's lock is taken over). */
+async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: 'wx' });
+      break;
+    } catch {
+      const holder = Number(readFileSync(path, 'utf8') || '0');
+      let alive = false;
+      try {
+        if (holder > 0) {
+          process.kill(holder, 0);
+          alive = true;
+        }
+      } catch {
+        alive = false;
+      }
+      if (!alive) rmSync(path, { force: true });
+      else await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(path, { force: true });
+  }
+}
+
+/** `rescue media pxe` output for `iso`, made once per ISO into .cache/vm. */
+export async function testPxeFiles(iso: string): Promise<string> {
+  const out = join(VM_CACHE, 'pxe');
+  const stamp = join(out, '.iso-stamp');
+  const st = statSync(iso);
+  const want = `${iso} ${st.size} ${st.mtimeMs}`;
+  return withLock(join(VM_CACHE, 'pxe.lock'), async () => {
+    if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return out;
+    rmSync(out, { recursive: true, force: true });
+    await pxeFromIso(iso, out);
+    writeFileSync(stamp, want);
+    return out;
+  });
 }
 
 export async function extractFromIso(iso: string, from: string, to: string): Promise<void> {

@@ -40,6 +40,13 @@ export interface VmOptions {
   /** Graphics card: std (bochs-drm), virtio (virtio-gpu), or none (serial only). */
   vga?: 'std' | 'virtio' | 'none';
   log?: (line: string) => void;
+  /**
+   * A NIC on a tap device in a network namespace the test made (qemu then runs in that namespace)
+   * instead of user-mode networking with the port forward; `boot` puts it first in the boot order
+   * (network boot). `romfile: ''` leaves the NIC without its iPXE ROM (OVMF then uses its own
+   * virtio-net driver and PXE).
+   */
+  tap?: { netns: string; ifname: string; mac?: string; romfile?: string; boot?: boolean };
 }
 
 export const OVMF = {
@@ -117,10 +124,19 @@ export class Vm {
       `unix:${join(this.dir, 'serial.sock')},server=on,wait=on`,
       '-qmp',
       `unix:${join(this.dir, 'qmp.sock')},server=on,wait=off`,
-      '-netdev',
-      `user,id=n0,hostfwd=tcp:127.0.0.1:${this.port}-:${o.guestPort ?? 80}`,
-      '-device',
-      'virtio-net-pci,netdev=n0',
+      ...(o.tap
+        ? [
+            '-netdev',
+            `tap,id=n0,ifname=${o.tap.ifname},script=no,downscript=no`,
+            '-device',
+            `virtio-net-pci,netdev=n0${o.tap.mac ? `,mac=${o.tap.mac}` : ''}${o.tap.romfile !== undefined ? `,romfile=${o.tap.romfile}` : ''}${o.tap.boot ? ',bootindex=0' : ''}`,
+          ]
+        : [
+            '-netdev',
+            `user,id=n0,hostfwd=tcp:127.0.0.1:${this.port}-:${o.guestPort ?? 80}`,
+            '-device',
+            'virtio-net-pci,netdev=n0',
+          ]),
       '-device',
       'qemu-xhci',
       '-device',
@@ -167,7 +183,10 @@ export class Vm {
     if (o.kernel)
       args.push('-kernel', o.kernel.vmlinuz, '-initrd', o.kernel.initrd, '-append', o.kernel.append);
     this.o.log?.(`qemu-system-x86_64 ${args.join(' ')}`);
-    const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, ...pre] = o.tap
+      ? ['nsenter', `--net=/run/netns/${o.tap.netns}`, '--', 'qemu-system-x86_64']
+      : ['qemu-system-x86_64'];
+    const proc = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => {

@@ -1,6 +1,7 @@
 /**
  * rescue pxe serve --interface IF [--full-dhcp --range A-B] [--images DIR] [--boot-files DIR]
  *                  [--port P] [--custom FILE] [--menu S] [--router IP] [--dns IP]… [--state DIR]
+ *                  [--transfer http|tftp] [--kernel-args TEXT] [--lease-time S] [--probe-seconds S]
  *
  * Network boot for a LAN: DHCP (proxy beside the network's own server by default; a full DHCP
  * server with --full-dhcp), TFTP for the iPXE loaders, HTTP for the boot menu, kernel and rescue
@@ -25,6 +26,7 @@ const OPTIONS = {
   images: { type: 'string', multiple: true },
   'boot-files': { type: 'string' },
   custom: { type: 'string' },
+  transfer: { type: 'string' },
   menu: { type: 'string' },
   'kernel-args': { type: 'string' },
   port: { type: 'string' },
@@ -76,6 +78,7 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
     dns: v.dns?.map((d) => ipv4(d, '--dns') as string),
     httpPort: port,
     custom: v.custom ? resolve(v.custom) : undefined,
+    transfer: transferOption(v.transfer),
     menuSeconds: number(v.menu, '--menu', 600),
     kernelArgs: v['kernel-args'],
     probeSeconds: number(v['probe-seconds'], '--probe-seconds', 30),
@@ -115,4 +118,9 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
   await server.close();
   await service.close();
   return 0;
+}
+
+function transferOption(text: string | undefined): 'http' | 'tftp' | undefined {
+  if (text === undefined || text === 'http' || text === 'tftp') return text;
+  throw new UsageError(`--transfer takes http or tftp, not "${text}"`);
 }

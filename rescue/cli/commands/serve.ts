@@ -1,5 +1,6 @@
 /**
  * rescue serve [--port P] [--listen ADDR] [--images DIR]… [--disk FILE]… [--state DIR] [--power]
+ *              [--report-to URL [--report-mac MAC]]
  *
  * The web API (and UI) on 127.0.0.1:8080 by default. With --listen beyond loopback other hosts
  * must pair with the PIN printed here. Runs until Ctrl-C, which cancels running jobs cleanly.
@@ -16,6 +17,8 @@ const OPTIONS = {
   disk: { type: 'string', multiple: true },
   state: { type: 'string' },
   power: { type: 'boolean' },
+  'report-to': { type: 'string' },
+  'report-mac': { type: 'string' },
 } as const;
 
 export async function serveCommand(argv: string[], signal: AbortSignal): Promise<number> {
@@ -35,6 +38,7 @@ export async function serveCommand(argv: string[], signal: AbortSignal): Promise
     extraDisks: v.disk,
     stateDir: v.state,
     power: v.power,
+    reportTo: v['report-to'] ? { server: reportUrl(v['report-to']), mac: v['report-mac'] } : undefined,
     onPinChange: (pin) => process.stdout.write(`Too many wrong PINs: the pairing PIN is now ${pin}\n`),
   });
   process.stdout.write(`Rescue is listening on ${server.url}\n`);
@@ -49,4 +53,14 @@ export async function serveCommand(argv: string[], signal: AbortSignal): Promise
   process.stdout.write('Stopping: cancelling running jobs…\n');
   await server.close();
   return 0;
+}
+
+function reportUrl(text: string): string {
+  try {
+    const u = new URL(text);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http');
+    return u.toString();
+  } catch {
+    throw new UsageError(`--report-to takes the PXE server's URL (http://ADDRESS/), not "${text}"`);
+  }
 }
