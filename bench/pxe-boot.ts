@@ -10,7 +10,7 @@
  * the time is from qemu's start until the clients page shows the machine at stage "rescue". qemu
  * runs under TCG here (nested KVM cannot boot Linux on these machines), which slows the CPU-bound
  * part of the boot as much for both; the transfer is what differs. Also printed: the load phase alone
- * (first boot file requested → rescue root fully sent, from the server's trace).
+ * (kernel requested → rescue root fully sent, from the server's trace).
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -80,14 +80,11 @@ async function bootOnce(transfer: 'http' | 'tftp', n: number): Promise<{ total: 
         const total = (Date.now() - t0) / 1000;
         const at = (re: RegExp) => c.trace.find((t) => re.test(t.text))?.at;
         const first = at(transfer === 'http' ? /HTTP \/pxe\/files\/vmlinuz/ : /TFTP \/?vmlinuz: sending/);
-        const last = at(
-          transfer === 'http' ? /HTTP \/pxe\/files\/rescue-root\.cpio/ : /TFTP \/?rescue-root\.cpio: sent/,
-        );
-        // HTTP is noted when the answer starts, so its load phase ends at the next event (the rescue's DHCP).
-        const end =
+        const end = at(
           transfer === 'http'
-            ? c.trace.find((t) => last && t.at > last && /DHCP|rescue system up/.test(t.text))?.at
-            : last;
+            ? /HTTP \/pxe\/files\/rescue-root\.cpio: sent/
+            : /TFTP \/?rescue-root\.cpio: sent/,
+        );
         const load = first && end ? (Date.parse(end) - Date.parse(first)) / 1000 : Number.NaN;
         return { total, load };
       }

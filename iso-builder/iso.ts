@@ -11,6 +11,8 @@
  *   rescue/manifest.txt         every input of the build
  *   boot/vmlinuz, boot/initrd.img, boot/grub/grub.cfg, boot/grub/i386-pc/…
  *   EFI/boot/bootx64.efi (shim), grubx64.efi, mmx64.efi
+ *   boot/netboot/shimx64.efi, grubx64.efi   shim and Debian's signed network GRUB, for PXE clients
+ *                               with Secure Boot (`rescue media pxe` takes them out; docs/pxe.md)
  */
 import { execFile } from 'node:child_process';
 import { copyFileSync, cpSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -105,6 +107,13 @@ export async function buildIso(o: {
   copyFileSync(shim, join(stage, 'EFI/boot/bootx64.efi'));
   copyFileSync(grubEfi, join(stage, 'EFI/boot/grubx64.efi'));
   copyFileSync(mok, join(stage, 'EFI/boot/mmx64.efi'));
+  // For network boot under Secure Boot: the same shim, and the signed GRUB built for the network.
+  mkdirSync(join(stage, 'boot/netboot'), { recursive: true });
+  copyFileSync(shim, join(stage, 'boot/netboot/shimx64.efi'));
+  copyFileSync(
+    join(boot.dir, 'usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed'),
+    join(stage, 'boot/netboot/grubx64.efi'),
+  );
   const efiImg = join(o.work, 'efi.img');
   rmSync(efiImg, { force: true });
   await tool('mkfs.vfat', ['-C', '-n', 'RESCUE-EFI', efiImg, '8192'], 'making the EFI system partition');

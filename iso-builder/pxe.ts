@@ -4,7 +4,16 @@
  * (a plain cpio holding rescue/root.sqfs, which the initrd finds in memory), and an iPXE script.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RescueError } from '../rescue/engine/errors.ts';
@@ -81,9 +90,25 @@ export async function pxeFromIso(iso: string, out: string): Promise<PxeFiles> {
     await packCpio(cpioDir, join(out, 'rescue-root.cpio'), false);
     renameSync(join(tmp, 'rescue', 'manifest.txt'), join(out, 'manifest.txt'));
     writeFileSync(join(out, 'boot.ipxe'), ipxeScript(id, release));
+    const names = ['vmlinuz', 'initrd.img', 'rescue-root.cpio', 'boot.ipxe', 'manifest.txt'];
+    // Secure Boot network boot: Microsoft-signed shim → Debian-signed network GRUB (in ISOs made
+    // since they carry boot/netboot; older ones simply lack it).
+    await run('xorriso', [
+      '-osirrox',
+      'on',
+      '-indev',
+      iso,
+      '-extract',
+      '/boot/netboot',
+      join(tmp, 'netboot'),
+    ]).catch(() => undefined);
+    for (const f of ['shimx64.efi', 'grubx64.efi']) {
+      if (!existsSync(join(tmp, 'netboot', f))) continue;
+      renameSync(join(tmp, 'netboot', f), join(out, f));
+      names.push(f);
+    }
     const files: Record<string, number> = {};
-    for (const f of ['vmlinuz', 'initrd.img', 'rescue-root.cpio', 'boot.ipxe', 'manifest.txt'])
-      files[f] = statSync(join(out, f)).size;
+    for (const f of names) files[f] = statSync(join(out, f)).size;
     return { dir: out, id, release, files };
   } finally {
     rmSync(tmp, { recursive: true, force: true });

@@ -152,6 +152,12 @@ export class ClientTracker {
     } else this.note(c, `HTTP ${o.path}${o.bytes !== undefined ? ` (${o.bytes} bytes)` : ''}`, 'http');
   }
 
+  /** An HTTP download finished: the whole answer was handed to the network. */
+  async sent(o: { ip: string; path: string; bytes: number; ms: number }): Promise<void> {
+    const c = await this.byIp(o.ip);
+    this.note(c, `HTTP ${o.path}: sent ${o.bytes} bytes in ${(o.ms / 1000).toFixed(1)} s`, 'http');
+  }
+
   /** The booted rescue system reporting in (its startup, then its jobs). */
   async hello(o: {
     ip: string;

@@ -34,6 +34,12 @@ export interface HttpBootOptions {
   menuSeconds: number;
   /** Extra kernel arguments for the rescue environment (console=, rescue.nokiosk, …). */
   kernelArgs?: string;
+  /**
+   * Backup folders shared read-only with the machines on this network at /pxe/images/NAME/…, so a
+   * network-booted rescue system lists and restores them over HTTP. Readable by every machine on
+   * the network, like the boot files: encrypt backups that others there must not read.
+   */
+  images?: string[];
   /** The server state for the dashboard. */
   status: () => Record<string, unknown>;
 }
@@ -112,6 +118,35 @@ export function menuScript(o: HttpBootOptions, mac: string | undefined, via: 'ht
   return lines.join('\n');
 }
 
+/**
+ * The config of Debian's signed network GRUB (the Secure Boot path: shim → GRUB → signed kernel):
+ * the same choices as the iPXE menu. That GRUB has TFTP but no HTTP built in (and under Secure Boot
+ * loads no modules), so the files come over TFTP. It asks for `/grub/grub.cfg` (other GRUB builds
+ * try `grub.cfg-01-<mac>` first); the MAC comes from GRUB's own variable when the name lacks it.
+ */
+/** GRUB's variable holding the MAC of the interface it booted from. */
+const GRUB_MAC = `\${net_default_mac}`;
+
+export function grubNetConfig(o: HttpBootOptions, mac: string | undefined): string {
+  const ip = new URL(o.baseUrl).hostname;
+  const dev = `(tftp,${ip})/`;
+  const args = `rescue.id=${o.files.id} rescue.server=${o.baseUrl} rescue.mac=${mac ?? GRUB_MAC} ${o.kernelArgs ?? 'console=ttyS0,115200 console=tty0 quiet'}`;
+  return [
+    `# Rescue network boot (build ${o.files.id}), served by ${o.baseUrl}`,
+    `set timeout=${o.menuSeconds}`,
+    'set default=0',
+    "menuentry 'Rescue environment (restore, clone, back up)' {",
+    "  echo 'Loading the rescue environment...'",
+    `  linux ${dev}vmlinuz ${args}`,
+    `  initrd ${dev}initrd.img ${dev}rescue-root.cpio`,
+    '}',
+    "menuentry 'Boot this computer from its own disk' {",
+    '  exit 1',
+    '}',
+    '',
+  ].join('\n');
+}
+
 function clientIp(c: Context): string {
   try {
     return (getConnInfo(c).remote.address ?? '').replace(/^::ffff:/, '');
@@ -124,8 +159,15 @@ function validMac(m: string | undefined): string | undefined {
   return m && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(m) ? m.toLowerCase() : undefined;
 }
 
-/** A file answered whole or by one byte range (RFC 9110), HEAD included. */
-async function sendFile(c: Context, path: string): Promise<Response> {
+/**
+ * A file answered whole or by one byte range (RFC 9110), HEAD included. `onSent` hears when a body
+ * has been read out to the end (sent), with its size and how long it took.
+ */
+export async function sendFile(
+  c: Context,
+  path: string,
+  onSent?: (bytes: number, ms: number) => void,
+): Promise<Response> {
   const st = await fsp.stat(path).catch(() => undefined);
   if (!st?.isFile()) return c.text('not found\n', 404);
   const size = st.size;
@@ -157,10 +199,10 @@ async function sendFile(c: Context, path: string): Promise<Response> {
   }
   headers['content-length'] = String(end - start + 1);
   if (c.req.method === 'HEAD' || end < start) return new Response(null, { status, headers });
-  const stream = Readable.toWeb(
-    createReadStream(path, { start, end, highWaterMark: 1 << 20 }),
-  ) as ReadableStream;
-  return new Response(stream, { status, headers });
+  const started = Date.now();
+  const file = createReadStream(path, { start, end, highWaterMark: 1 << 20 });
+  if (onSent) file.once('end', () => onSent(end - start + 1, Date.now() - started));
+  return new Response(Readable.toWeb(file) as ReadableStream, { status, headers });
 }
 
 export function httpBootRoutes(app: Hono, o: HttpBootOptions): void {
@@ -178,10 +220,17 @@ export function httpBootRoutes(app: Hono, o: HttpBootOptions): void {
     let path: string | undefined;
     if (FILES.includes(name)) path = join(o.files.dir, name);
     else if (o.custom && name === basename(o.custom)) path = o.custom;
-    const res = path ? await sendFile(c, path) : c.text('not found\n', 404);
+    const ip = clientIp(c);
+    const res = path
+      ? await sendFile(
+          c,
+          path,
+          (bytes, ms) => void o.tracker.sent({ ip, path: `/pxe/files/${name}`, bytes, ms }),
+        )
+      : c.text('not found\n', 404);
     if (c.req.method === 'GET')
       await o.tracker.http({
-        ip: clientIp(c),
+        ip,
         path: `/pxe/files/${name}`,
         status: res.status,
         bytes: Number(res.headers.get('content-length') ?? 0),
@@ -210,5 +259,61 @@ export function httpBootRoutes(app: Hono, o: HttpBootOptions): void {
     return c.json({ ok: true });
   });
 
+  imageRoutes(app, o.images ?? []);
+
   app.get('/api/pxe/clients', (c) => c.json({ server: o.status(), clients: o.tracker.list() }));
+}
+
+/** Each shared folder under a name of its own: its base name, numbered when two are alike. */
+export function shareNames(folders: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const f of folders) {
+    const base = basename(f.replace(/\/+$/, '')) || 'images';
+    let name = base;
+    for (let n = 2; out.has(name); n++) name = `${base}-${n}`;
+    out.set(name, f);
+  }
+  return out;
+}
+
+/** `rel` inside `root`, real path, or undefined when it is not there or leads outside. */
+async function inside(root: string, rel: string): Promise<string | undefined> {
+  const parts = rel.split('/').filter((p) => p !== '');
+  if (parts.some((p) => p === '..' || p === '.')) return undefined;
+  const base = await fsp.realpath(root).catch(() => undefined);
+  if (!base) return undefined;
+  const real = await fsp.realpath(join(base, ...parts)).catch(() => undefined);
+  if (!real || (real !== base && !real.startsWith(`${base}/`))) return undefined;
+  return real;
+}
+
+export function imageRoutes(app: Hono, folders: string[]): void {
+  const shares = shareNames(folders);
+  app.get('/pxe/images/', (c) =>
+    c.json({ entries: [...shares.keys()].map((name) => ({ name, type: 'dir' })) }),
+  );
+  app.on(['GET', 'HEAD'], '/pxe/images/:share/*', async (c) => {
+    const root = shares.get(c.req.param('share'));
+    const prefix = `/pxe/images/${encodeURIComponent(c.req.param('share'))}/`;
+    const rawRel = c.req.path.startsWith(prefix) ? c.req.path.slice(prefix.length) : '';
+    let rel: string;
+    try {
+      rel = decodeURIComponent(rawRel);
+    } catch {
+      return c.text('bad path\n', 400);
+    }
+    const path = root ? await inside(root, rel) : undefined;
+    const st = path ? await fsp.stat(path).catch(() => undefined) : undefined;
+    if (!path || !st) return c.text('not found\n', 404);
+    if (st.isDirectory()) {
+      if (c.req.method === 'HEAD') return c.body(null, 200);
+      const entries = await fsp.readdir(path, { withFileTypes: true });
+      return c.json({
+        entries: entries
+          .filter((e) => !e.name.startsWith('.') && (e.isFile() || e.isDirectory()))
+          .map((e) => ({ name: e.name, type: e.isDirectory() ? 'dir' : 'file' })),
+      });
+    }
+    return sendFile(c, path);
+  });
 }

@@ -15,7 +15,7 @@ import { ClientTracker } from './clients.ts';
 import type { BootPlan } from './dhcp/decide.ts';
 import { LeaseTable } from './dhcp/leases.ts';
 import { DhcpServer } from './dhcp/server.ts';
-import { type BootFiles, httpBootRoutes } from './http.ts';
+import { type BootFiles, grubNetConfig, type HttpBootOptions, httpBootRoutes } from './http.ts';
 import { type InterfaceFacts, interfaceFacts } from './net/iface.ts';
 import { portError } from './net/udp.ts';
 import { TftpServer } from './tftp/server.ts';
@@ -23,6 +23,10 @@ import { TftpServer } from './tftp/server.ts';
 /** Where Debian's `ipxe` package puts its loaders. */
 export const IPXE_DIR = '/usr/lib/ipxe';
 const LOADERS = { bios: 'undionly.kpxe', uefi: 'snponly.efi' } as const;
+/** The Secure Boot chain, as `rescue media pxe` names it: shim first, the GRUB it loads second. */
+const SIGNED = ['shimx64.efi', 'grubx64.efi'];
+/** What network GRUB asks for: grub.cfg in its prefix folder, first with the MAC (grub.cfg-01-aa-bb-…). */
+const GRUB_CFG = /(?:^|\/)grub\.cfg(?:-01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2}))?$/i;
 
 export interface PxeServiceOptions {
   interface: string;
@@ -39,6 +43,13 @@ export interface PxeServiceOptions {
   /** The HTTP port the caller's web server listens on (the base URL clients are given). */
   httpPort: number;
   custom?: string;
+  /**
+   * UEFI clients get Microsoft-signed shim → Debian-signed network GRUB → the signed kernel (boots
+   * with Secure Boot on) instead of iPXE. Needs shimx64.efi and grubx64.efi in the boot files.
+   */
+  secureBoot?: boolean;
+  /** Backup folders shared read-only with the booted machines (/pxe/images/). */
+  images?: string[];
   /** How iPXE fetches the kernel and initrds: HTTP (default) or TFTP (networks that pass only TFTP; the benchmark). */
   transfer?: 'http' | 'tftp';
   menuSeconds?: number;
@@ -129,8 +140,17 @@ export class PxeService {
         'Install Debian\'s "ipxe" package (apt-get install ipxe).',
       );
     for (const [kind, name] of Object.entries(LOADERS))
-      if (!loaders[name])
+      if (!loaders[name] && !(kind === 'uefi' && this.o.secureBoot))
         this.warn(`${name} is missing: ${kind === 'bios' ? 'BIOS' : 'UEFI'} clients cannot boot`);
+    if (this.o.secureBoot) {
+      const missing = SIGNED.filter((f) => !existsSync(join(this.o.files.dir, f)));
+      if (missing.length > 0)
+        throw new RescueError(
+          'E_PXE_NO_LOADER',
+          `--secure-boot needs ${missing.join(' and ')} in ${this.o.files.dir}`,
+          'Make the boot files again with `rescue media pxe` from an ISO built by this version (it carries the signed shim and network GRUB).',
+        );
+    }
     let leases: LeaseTable | undefined;
     if (this.o.mode === 'full') {
       if (!this.o.range)
@@ -151,7 +171,7 @@ export class PxeService {
     const plan: BootPlan = {
       serverIp: facts.ip,
       bios: LOADERS.bios,
-      uefi: LOADERS.uefi,
+      uefi: this.o.secureBoot ? SIGNED[0] : LOADERS.uefi,
       // iPXE expands ${mac} in the file name it is given: the script learns which machine asks.
       ipxeScriptUrl: `${this.baseUrl}pxe/boot.ipxe?${this.o.transfer === 'tftp' ? 'via=tftp&' : ''}mac=\${mac}`,
     };
@@ -161,6 +181,14 @@ export class PxeService {
       address: facts.ip,
       port: this.o.tftpPort ?? 69,
       maxBlksize: Math.max(512, facts.mtu - 32),
+      generated: this.o.secureBoot
+        ? (name) => {
+            const m = GRUB_CFG.exec(name);
+            if (!m) return undefined;
+            const mac = m[1]?.replaceAll('-', ':').toLowerCase();
+            return Buffer.from(grubNetConfig(this.httpOptions(), mac));
+          }
+        : undefined,
       onEvent: (e) => {
         const ip = e.client.split(':')[0];
         void this.tracker.tftp({
@@ -233,20 +261,25 @@ export class PxeService {
     this.log(`WARNING: ${text}`);
   }
 
-  /** Mounts the HTTP boot routes (public /pxe/*, paired /api/pxe/clients) on the caller's web app; after start(). */
-  routes(): (app: Hono) => void {
-    if (!this.facts) throw new Error('PxeService.routes() before start()');
+  private httpOptions(): HttpBootOptions {
+    if (!this.facts) throw new Error('PxeService used before start()');
     const tftpPort = this.o.tftpPort ?? 69;
-    const options = {
+    return {
       files: this.o.files,
       tracker: this.tracker,
       baseUrl: this.baseUrl,
       tftpHost: `${this.facts.ip}${tftpPort === 69 ? '' : `:${tftpPort}`}`,
       custom: this.o.custom,
+      images: this.o.images,
       menuSeconds: this.o.menuSeconds ?? 5,
       kernelArgs: this.o.kernelArgs,
       status: () => ({ ...this.status() }),
     };
+  }
+
+  /** Mounts the HTTP boot routes (public /pxe/*, paired /api/pxe/clients) on the caller's web app; after start(). */
+  routes(): (app: Hono) => void {
+    const options = this.httpOptions();
     return (app) => httpBootRoutes(app, options);
   }
 

@@ -24,6 +24,8 @@ export interface TftpServerOptions {
   root: string;
   /** Names served from exact paths outside the root (the iPXE loaders from Debian's ipxe package). */
   files?: Record<string, string>;
+  /** Files made on request (a boot loader's config): the bytes for `name` asked by `ip`, or undefined. */
+  generated?: (name: string, ip: string) => Buffer | undefined;
   address?: string;
   port?: number;
   /** The largest block the link carries: MTU − 32 (IP 20 + UDP 8 + TFTP 4). Default 1468 (MTU 1500). */
@@ -98,8 +100,34 @@ export function negotiate(
   return out;
 }
 
+/** What a transfer reads: a file, or bytes made on request. */
+interface Source {
+  size(): Promise<number>;
+  all(): Promise<Buffer>;
+  read(buf: Buffer, length: number, from: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+function fileSource(fh: FileHandle): Source {
+  return {
+    size: async () => (await fh.stat()).size,
+    all: () => fh.readFile(),
+    read: async (buf, length, from) => (await fh.read(buf, 0, length, from)).bytesRead,
+    close: () => fh.close(),
+  };
+}
+
+function bufferSource(b: Buffer): Source {
+  return {
+    size: async () => b.length,
+    all: async () => b,
+    read: async (buf, length, from) => b.copy(buf, 0, from, from + length),
+    close: async () => {},
+  };
+}
+
 export class TftpServer {
-  private readonly o: Required<Omit<TftpServerOptions, 'onEvent' | 'clientBlksize' | 'files'>> &
+  private readonly o: Required<Omit<TftpServerOptions, 'onEvent' | 'clientBlksize' | 'files' | 'generated'>> &
     TftpServerOptions;
   private sock?: Socket;
   private readonly transfers = new Set<Socket>();
@@ -168,23 +196,26 @@ export class TftpServer {
     t.connect(rinfo.port, rinfo.address);
     await new Promise<void>((resolve) => t.once('connect', resolve));
     const file = p.filename;
-    let fh: FileHandle | undefined;
+    let src: Source | undefined;
     try {
       if (p.op === OP.WRQ) throw new Refused(ERR.ACCESS, 'this server is read-only');
       if (p.mode !== 'octet' && p.mode !== 'netascii')
         throw new Refused(ERR.ILLEGAL, `mode "${p.mode}" is not supported`);
       const key = file.replace(/\\/g, '/').replace(/^\/+/, '');
-      const named = this.o.files && Object.hasOwn(this.o.files, key) ? this.o.files[key] : undefined;
-      const path = named ?? (await resolveInRoot(this.o.root, file));
-      fh = await open(path, 'r');
-      await this.send(t, fh, p, rinfo, client);
+      const made = this.o.generated?.(key, rinfo.address);
+      if (made) src = bufferSource(made);
+      else {
+        const named = this.o.files && Object.hasOwn(this.o.files, key) ? this.o.files[key] : undefined;
+        src = fileSource(await open(named ?? (await resolveInRoot(this.o.root, file)), 'r'));
+      }
+      await this.send(t, src, p, rinfo, client);
     } catch (e) {
       const code = e instanceof Refused ? e.code : ERR.UNDEFINED;
       const reason = (e as Error).message;
       if (!(e instanceof PeerError)) t.send(encodeTftp({ op: OP.ERROR, code, message: reason }));
       this.emit({ type: 'error', client, file, reason });
     } finally {
-      await fh?.close();
+      await src?.close();
       // Give the last datagram time to leave before the socket goes.
       setTimeout(() => {
         if (this.transfers.delete(t)) t.close();
@@ -194,16 +225,16 @@ export class TftpServer {
 
   private async send(
     t: Socket,
-    fh: FileHandle,
+    src: Source,
     req: Extract<TftpPacket, { op: 1 | 2 }>,
     rinfo: RemoteInfo,
     client: string,
   ): Promise<void> {
     const started = Date.now();
     let data: Buffer | undefined;
-    let size = (await fh.stat()).size;
+    let size = await src.size();
     if (req.mode === 'netascii') {
-      data = toNetascii(await fh.readFile());
+      data = toNetascii(await src.all());
       size = data.length;
     }
     const cap = Math.min(this.o.maxBlksize, this.o.clientBlksize?.[rinfo.address] ?? 65464);
@@ -217,9 +248,7 @@ export class TftpServer {
       timeoutMs: accepted.timeout ? Number(accepted.timeout) * 1000 : this.o.timeoutMs,
       retries: this.o.retries,
       oack: Object.keys(accepted).length > 0 ? encodeTftp({ op: OP.OACK, options: accepted }) : undefined,
-      read: data
-        ? undefined
-        : (buf, from) => fh.read(buf, 0, Math.min(buf.length, size - from), from).then((r) => r.bytesRead),
+      read: data ? undefined : (buf, from) => src.read(buf, Math.min(buf.length, size - from), from),
       data,
     }).run();
     this.emit({

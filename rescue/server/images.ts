@@ -4,10 +4,9 @@
  * id in its header. Only headers are read (no password needed); a file that is not a finished
  * image is listed with the reason.
  */
-import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
 import { isRescueError } from '../engine/errors.ts';
 import { BackupChain, IMAGE_EXTENSION, readImageHeader } from '../engine/image/index.ts';
+import { type DirEntry, folderOf, joinPath, listFolder, statPath } from '../engine/image/storage.ts';
 
 export interface ImagePoint {
   path: string;
@@ -36,16 +35,16 @@ const MAX_DEPTH = 3;
 const MAX_FILES = 5000;
 
 async function* rimgFiles(dir: string, depth: number, budget: { left: number }): AsyncGenerator<string> {
-  let entries: import('node:fs').Dirent[];
+  let entries: DirEntry[];
   try {
-    entries = await fsp.readdir(dir, { withFileTypes: true });
+    entries = await listFolder(dir);
   } catch {
     return;
   }
   entries.sort((a, b) => a.name.localeCompare(b.name));
   for (const e of entries) {
     if (budget.left-- <= 0) return;
-    const p = join(dir, e.name);
+    const p = joinPath(dir, e.name);
     if (e.isFile() && e.name.endsWith(IMAGE_EXTENSION)) yield p;
     else if (e.isDirectory() && depth < MAX_DEPTH && !e.name.startsWith('.'))
       yield* rimgFiles(p, depth + 1, budget);
@@ -55,7 +54,7 @@ async function* rimgFiles(dir: string, depth: number, budget: { left: number }):
 async function volumeBytes(first: string, count: number): Promise<number> {
   let n = 0;
   for (let v = 1; v <= count; v++) {
-    const st = await fsp.stat(v === 1 ? first : `${first}.${v}`).catch(() => undefined);
+    const st = await statPath(v === 1 ? first : `${first}.${v}`).catch(() => undefined);
     n += st?.size ?? 0;
   }
   return n;
@@ -78,8 +77,8 @@ export async function listImages(folders: string[]): Promise<ImageListing> {
           encrypted: header.encrypted,
           bytes: await volumeBytes(path, header.volumeCount),
         };
-        const key = `${chainId}:${join(path, '..')}`;
-        const chain = chains.get(key) ?? { chainId, folder: join(path, '..'), points: [] };
+        const key = `${chainId}:${folderOf(path)}`;
+        const chain = chains.get(key) ?? { chainId, folder: folderOf(path), points: [] };
         if (!chain.points.some((p) => p.imageId === point.imageId)) chain.points.push(point);
         chains.set(key, chain);
       } catch (e) {

@@ -90,6 +90,7 @@ interface Job {
  * reading sdb conflict), symlinks (/dev/disk/by-id/…) and relative paths are resolved.
  */
 export async function claimKey(path: string): Promise<string> {
+  if (/^https?:\/\//i.test(path)) return path; // an image read from a PXE server
   const real = await fsp.realpath(path).catch(() => resolve(path));
   const st = await fsp.stat(real).catch(() => undefined);
   if (!st?.isBlockDevice()) return real;

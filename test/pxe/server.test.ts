@@ -371,3 +371,107 @@ describe('full DHCP beside another DHCP server', () => {
     }
   });
 });
+
+describe('menu entries and boot paths', () => {
+  it('offers a custom image, serves it, and explains --secure-boot without its loaders', async () => {
+    const custom = join(dir, 'tools.iso');
+    await fsp.writeFile(custom, Buffer.alloc(4096, 7));
+    const server = await pxeServe(lan, [
+      '--boot-files',
+      bootFiles,
+      '--state',
+      join(dir, 'state-menu'),
+      '--probe-seconds',
+      '0',
+      '--custom',
+      custom,
+      '--menu',
+      '3',
+    ]);
+    await lan.exec(lan.client, 'ip', ['addr', 'add', '192.0.2.51/24', 'dev', 'eth0']);
+    try {
+      const curl = (...a: string[]) => lan.exec(lan.client, 'curl', ['-sS', '--fail', ...a]);
+      const script = (await curl(`http://${PXE_SERVER_IP}/pxe/boot.ipxe`)).stdout;
+      expect(script).toContain('choose --default rescue --timeout 3000 target');
+      expect(script).toContain('item custom Custom image: tools.iso');
+      expect(script).toContain(`sanboot --no-describe http://${PXE_SERVER_IP}/pxe/files/tools.iso`);
+      expect(script).toContain('sanboot --no-describe --drive 0x80');
+      const head = await curl('-I', `http://${PXE_SERVER_IP}/pxe/files/tools.iso`);
+      expect(head.stdout).toMatch(/content-length: 4096/i);
+    } finally {
+      await server.stop();
+      await lan.exec(lan.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
+    }
+    const cli = new URL('../../rescue/cli/main.ts', import.meta.url).pathname;
+    const sb = await lan.exec(
+      lan.server,
+      process.execPath,
+      [
+        cli,
+        'pxe',
+        'serve',
+        '--interface',
+        'br0',
+        '--boot-files',
+        bootFiles,
+        '--secure-boot',
+        '--probe-seconds',
+        '0',
+      ],
+      { allowFail: true },
+    );
+    expect(sb.stderr).toContain('--secure-boot needs shimx64.efi and grubx64.efi');
+    expect(sb.stderr).toContain('[E_PXE_NO_LOADER]');
+  });
+
+  it('--secure-boot: UEFI clients are pointed at shim, and GRUB gets its config (with the MAC) over TFTP', async () => {
+    const sbFiles = await fakeBootFiles(join(dir, 'boot-sb'));
+    await fsp.writeFile(join(sbFiles, 'shimx64.efi'), Buffer.alloc(1000, 1));
+    await fsp.writeFile(join(sbFiles, 'grubx64.efi'), Buffer.alloc(2000, 2));
+    const server = await pxeServe(lan, [
+      '--full-dhcp',
+      '--range',
+      '192.0.2.100-192.0.2.120',
+      '--secure-boot',
+      '--boot-files',
+      sbFiles,
+      '--state',
+      join(dir, 'state-sb'),
+      '--probe-seconds',
+      '0',
+      '--menu',
+      '0',
+    ]);
+    try {
+      // A UEFI PXE client as udhcpc can pose: vendor class PXEClient, architecture 7.
+      const r = await udhcpc('eth0', [
+        '-V',
+        'PXEClient:Arch:00007:UNDI:003016',
+        '-x',
+        '0x5d:0007',
+        '-O',
+        'bootfile',
+      ]);
+      expect(r.ip, r.log).toMatch(/^192\.0\.2\.1\d\d$/);
+      expect(r.log).toContain('boot_file=shimx64.efi');
+      await lan.exec(lan.client, 'ip', ['addr', 'add', `${r.ip}/24`, 'dev', 'eth0']);
+      const tftp = (name: string) =>
+        lan.exec(lan.client, 'curl', ['-sS', '--fail', `tftp://${PXE_SERVER_IP}/${name}`]);
+      const cfg = (await tftp('grub/grub.cfg-01-52-54-00-aa-bb-cc')).stdout;
+      expect(cfg).toContain(
+        `linux (tftp,${PXE_SERVER_IP})/vmlinuz rescue.id=test-build rescue.server=http://${PXE_SERVER_IP}/ rescue.mac=52:54:00:aa:bb:cc`,
+      );
+      expect(cfg).toContain(
+        `initrd (tftp,${PXE_SERVER_IP})/initrd.img (tftp,${PXE_SERVER_IP})/rescue-root.cpio`,
+      );
+      // Debian's GRUB asks for /grub/grub.cfg and fills in the MAC itself.
+      const plain = (await tftp('grub/grub.cfg')).stdout;
+      expect(plain).toContain('set timeout=0');
+      expect(plain).toContain(`rescue.mac=\${net_default_mac}`);
+      expect((await tftp('grubx64.efi')).stdout.length).toBe(2000);
+    } finally {
+      await server.stop();
+      await lan.exec(lan.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
+    }
+  });
+});

@@ -132,6 +132,7 @@ describe('the Network boot page', () => {
     const trace = await first.locator('.log').textContent();
     expect(trace).toMatch(/DHCP: OFFER 192\.0\.2\.10\d/);
     expect(trace).toContain('HTTP /pxe/boot.ipxe');
+    expect(trace).toMatch(/HTTP \/pxe\/files\/vmlinuz: sent 300000 bytes in \d+\.\d s/);
     expect(trace).toContain('job restore running');
     await shot(page, 'pxe', '1-clients');
   });

@@ -1,7 +1,7 @@
 /**
  * rescue pxe serve --interface IF [--full-dhcp --range A-B] [--images DIR] [--boot-files DIR]
  *                  [--port P] [--custom FILE] [--menu S] [--router IP] [--dns IP]… [--state DIR]
- *                  [--transfer http|tftp] [--kernel-args TEXT] [--lease-time S] [--probe-seconds S]
+ *                  [--transfer http|tftp] [--secure-boot] [--kernel-args TEXT] [--lease-time S] [--probe-seconds S]
  *
  * Network boot for a LAN: DHCP (proxy beside the network's own server by default; a full DHCP
  * server with --full-dhcp), TFTP for the iPXE loaders, HTTP for the boot menu, kernel and rescue
@@ -27,6 +27,7 @@ const OPTIONS = {
   'boot-files': { type: 'string' },
   custom: { type: 'string' },
   transfer: { type: 'string' },
+  'secure-boot': { type: 'boolean' },
   menu: { type: 'string' },
   'kernel-args': { type: 'string' },
   port: { type: 'string' },
@@ -78,7 +79,9 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
     dns: v.dns?.map((d) => ipv4(d, '--dns') as string),
     httpPort: port,
     custom: v.custom ? resolve(v.custom) : undefined,
+    images: v.images?.map((d) => resolve(d)),
     transfer: transferOption(v.transfer),
+    secureBoot: v['secure-boot'],
     menuSeconds: number(v.menu, '--menu', 600),
     kernelArgs: v['kernel-args'],
     probeSeconds: number(v['probe-seconds'], '--probe-seconds', 30),
@@ -109,6 +112,10 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
   );
   out(`Boot menu: ${service.baseUrl}pxe/boot.ipxe  (rescue build ${files.id})`);
   out(`Clients page: ${service.baseUrl}#/pxe`);
+  if (v.images?.length)
+    out(
+      `Backups shared with the booted machines: ${v.images.join(', ')} at ${service.baseUrl}pxe/images/ (readable by every machine on ${v.interface}; encrypted backups stay unreadable without their password)`,
+    );
   out(`Pairing PIN for other computers: ${server.pin}`);
   await new Promise<void>((resolveWait) => {
     if (signal.aborted) resolveWait();

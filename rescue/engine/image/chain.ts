@@ -7,11 +7,11 @@
  * be restored: an incremental needs its parent (and so every earlier point back to the full), a
  * differential needs only its full. A point's reader resolves the chunks it keeps in earlier points.
  */
-import { promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import { isRescueError, RescueError } from '../errors.ts';
 import { type CheckOptions, checkImage, DAMAGE } from './check.ts';
 import { ImageReader, readImageHeader } from './reader.ts';
+import { folderOf, joinPath, listFolder } from './storage.ts';
 import {
   type CheckProblem,
   type CheckReport,
@@ -94,11 +94,12 @@ export class BackupChain {
   static async open(file: string, opts: OpenChainOptions = {}): Promise<BackupChain> {
     const first = await readImageHeader(file);
     const chainId = first.header.chainId.toString('hex');
-    const dir = dirname(first.path);
+    const dir = folderOf(first.path);
     const found: { path: string; header: ImageHeader }[] = [];
-    for (const name of (await fsp.readdir(dir)).sort()) {
+    const names = (await listFolder(dir)).map((e) => e.name);
+    for (const name of names.sort()) {
       if (!name.endsWith(IMAGE_EXTENSION)) continue;
-      const path = join(dir, name);
+      const path = joinPath(dir, name);
       if (path === first.path) {
         found.push(first);
         continue;

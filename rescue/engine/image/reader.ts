@@ -4,7 +4,7 @@
  * manifest (sha256 from the trailer, GCM, zstd, shape), and that the index tiles the record area
  * and matches the used maps exactly. Chunks are verified as they are read.
  */
-import { promises as fsp, type Stats } from 'node:fs';
+
 import { basename } from 'node:path';
 import { isRescueError, type RescueError } from '../errors.ts';
 import { ChunkCodec, openMetadata } from './codec.ts';
@@ -43,6 +43,7 @@ import {
   sha256Async,
 } from './layout.ts';
 import { manifestProblem, type RegionInfo, regionInfos } from './manifest.ts';
+import { openRead, type PathInfo, type ReadHandle, statPath } from './storage.ts';
 import {
   COMPRESSION_LEVEL,
   type Compression,
@@ -90,9 +91,9 @@ function errnoOf(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
 }
 
-async function statOrNull(path: string, image = path): Promise<Stats | null> {
+async function statOrNull(path: string, image = path): Promise<PathInfo | null> {
   try {
-    return await fsp.stat(path);
+    return await statPath(path);
   } catch (e) {
     if (errnoOf(e) === 'ENOENT' || errnoOf(e) === 'ENOTDIR') return null;
     throw imageRead(image, path, 0, (e as Error).message);
@@ -100,7 +101,7 @@ async function statOrNull(path: string, image = path): Promise<Stats | null> {
 }
 
 async function readHead(path: string, length: number): Promise<Buffer> {
-  const h = await fsp.open(path, 'r');
+  const h = await openRead(path);
   try {
     const buf = Buffer.alloc(length);
     let done = 0;
@@ -121,7 +122,7 @@ class VolumeFiles {
   readonly paths: string[];
   readonly layout: VolumeLayout;
   readonly total: number;
-  private readonly handles = new Map<number, { h: Promise<fsp.FileHandle>; refs: number }>();
+  private readonly handles = new Map<number, { h: Promise<ReadHandle>; refs: number }>();
 
   constructor(image: string, paths: string[], layout: VolumeLayout, total: number) {
     this.image = image;
@@ -130,7 +131,7 @@ class VolumeFiles {
     this.total = total;
   }
 
-  private async acquire(v: number): Promise<fsp.FileHandle> {
+  private async acquire(v: number): Promise<ReadHandle> {
     let slot = this.handles.get(v);
     if (slot) {
       // Most recently used last.
@@ -146,7 +147,7 @@ class VolumeFiles {
           }
         }
       }
-      const h = fsp.open(this.paths[v - 1], 'r');
+      const h = openRead(this.paths[v - 1]);
       h.catch(() => undefined);
       slot = { h, refs: 0 };
       this.handles.set(v, slot);

@@ -25,6 +25,7 @@ import {
   type ManifestRegion,
   UsedLayout,
 } from '../image/index.ts';
+import { isUrl } from '../image/storage.ts';
 import { randomGuid } from '../partitions/guid.ts';
 import { readPartitionTable } from '../partitions/table.ts';
 import type { Partition, PartitionTable } from '../partitions/types.ts';
@@ -229,13 +230,40 @@ async function usingTarget<T>(target: Target, fn: () => Promise<T>): Promise<T> 
   }
 }
 
+/** Whether an image URL's host is this machine (loopback, or one of its own addresses). */
+async function servedByThisMachine(url: string): Promise<boolean> {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  const { lookup } = await import('node:dns/promises');
+  const { networkInterfaces } = await import('node:os');
+  const own = new Set(
+    Object.values(networkInterfaces())
+      .flat()
+      .map((i) => i?.address),
+  );
+  const addrs = await lookup(host, { all: true }).catch(() => [{ address: host }]);
+  return addrs.some((a) => a.address.startsWith('127.') || a.address === '::1' || own.has(a.address));
+}
+
 /** Every refusal that must come before the first write. */
 async function assertSafeTarget(targetPath: string, reader: RestoreSource): Promise<void> {
   const st = await fsp.stat(targetPath).catch(() => undefined);
   if (!st) return;
+  // An image read over HTTP from another machine cannot be on this machine's disks; one this
+  // machine serves itself might be, and that cannot be told from here: refused.
+  const remote = reader.files.filter(isUrl);
+  for (const f of remote) {
+    if (await servedByThisMachine(f))
+      throw new RescueError(
+        'E_TARGET_HOLDS_IMAGE',
+        `${f} is served by this machine, perhaps from ${targetPath}`,
+        'Restore from the folder the image is in (its path on this machine), not over the network.',
+        { source: f, target: targetPath },
+      );
+  }
+  const files = reader.files.filter((f) => !isUrl(f));
   // The same bytes under another name: a device node, a partition of the disk (or the disk of a
   // partition), a loop device over the file or partition.
-  for (const f of reader.files) {
+  for (const f of files) {
     const why = await storageOverlap(f, targetPath);
     if (why && reader.live) {
       throw new RescueError(
@@ -254,7 +282,7 @@ async function assertSafeTarget(targetPath: string, reader: RestoreSource): Prom
     }
   }
   const real = await fsp.realpath(targetPath);
-  for (const f of reader.files) {
+  for (const f of files) {
     if ((await fsp.realpath(f).catch(() => f)) === real) {
       throw new RescueError(
         'E_TARGET_HOLDS_IMAGE',
@@ -270,7 +298,7 @@ async function assertSafeTarget(targetPath: string, reader: RestoreSource): Prom
       usage.disk,
       ...(usage.kind === 'disk' ? (usage.disk?.partitions ?? []) : [usage.partition]),
     ].filter((x) => x !== undefined);
-    for (const f of reader.files) {
+    for (const f of files) {
       const fst = await fsp.stat(f);
       const holder = splitDevNumber(fst.dev);
       const onTarget =
