@@ -26,6 +26,7 @@ export interface PxeClient {
 }
 
 const TRACE_LIMIT = 40;
+const MAX_CLIENTS = 2000;
 
 function firmwareOf(arch: number | undefined): string {
   if (arch === undefined || arch === 0) return 'BIOS';
@@ -63,6 +64,11 @@ export class ClientTracker {
       const at = this.now().toISOString();
       c = { mac: key, stage: 'dhcp', firstSeen: at, lastSeen: at, trace: [] };
       this.byMac.set(key, c);
+      // A long-running server on a big LAN: the machines seen longest ago are forgotten first.
+      if (this.byMac.size > MAX_CLIENTS) {
+        const oldest = [...this.byMac.values()].sort((a, b) => a.lastSeen.localeCompare(b.lastSeen))[0];
+        this.byMac.delete(oldest.mac);
+      }
     }
     return c;
   }

@@ -13,6 +13,7 @@ import { basename, extname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, Hono } from 'hono';
+import { RescueError } from '../rescue/engine/errors.ts';
 import type { ClientTracker } from './clients.ts';
 
 export interface BootFiles {
@@ -47,7 +48,6 @@ export interface HttpBootOptions {
 const FILES = ['vmlinuz', 'initrd.img', 'rescue-root.cpio'];
 
 export async function readBootFiles(dir: string): Promise<BootFiles> {
-  const { RescueError } = await import('../rescue/engine/errors.ts');
   const missing: string[] = [];
   for (const f of [...FILES, 'boot.ipxe']) {
     const st = await fsp.stat(join(dir, f)).catch(() => undefined);
@@ -216,7 +216,7 @@ export function httpBootRoutes(app: Hono, o: HttpBootOptions): void {
   });
 
   const file = async (c: Context) => {
-    const name = decodeURIComponent(c.req.param('name') ?? '');
+    const name = c.req.param('name') ?? ''; // hono has decoded it
     let path: string | undefined;
     if (FILES.includes(name)) path = join(o.files.dir, name);
     else if (o.custom && name === basename(o.custom)) path = o.custom;
@@ -293,15 +293,17 @@ export function imageRoutes(app: Hono, folders: string[]): void {
     c.json({ entries: [...shares.keys()].map((name) => ({ name, type: 'dir' })) }),
   );
   app.on(['GET', 'HEAD'], '/pxe/images/:share/*', async (c) => {
-    const root = shares.get(c.req.param('share'));
-    const prefix = `/pxe/images/${encodeURIComponent(c.req.param('share'))}/`;
-    const rawRel = c.req.path.startsWith(prefix) ? c.req.path.slice(prefix.length) : '';
-    let rel: string;
+    // From the path as sent, segment by segment: an encoded "/" inside a name is no separator.
+    const raw = new URL(c.req.url).pathname.split('/').slice(4);
+    let parts: string[];
     try {
-      rel = decodeURIComponent(rawRel);
+      parts = raw.map((p) => decodeURIComponent(p));
     } catch {
       return c.text('bad path\n', 400);
     }
+    if (parts.some((p) => p.includes('/') || p.includes('\0'))) return c.text('not found\n', 404);
+    const root = shares.get(c.req.param('share'));
+    const rel = parts.join('/');
     const path = root ? await inside(root, rel) : undefined;
     const st = path ? await fsp.stat(path).catch(() => undefined) : undefined;
     if (!path || !st) return c.text('not found\n', 404);

@@ -136,7 +136,7 @@ export class DhcpServer {
       req = decodeDhcp(msg);
     } catch (e) {
       if (!(e instanceof DhcpDecodeError)) throw e;
-      // Logged, at most one line a second's worth: a flood must not flood the log.
+      // Logged: the first 20, then every 100th (a flood of garbage must not flood the log).
       if (this.malformed++ < 20 || this.malformed % 100 === 0)
         this.log(`malformed DHCP packet from ${from.address}:${from.port} ignored (${e.message})`);
       return;

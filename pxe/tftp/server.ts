@@ -288,6 +288,8 @@ class ReadTransfer {
   private first = 0;
   private count = 0;
   private packets: Buffer[] = [];
+  private readonly slots: Buffer[] = [];
+  private reading = false;
   private attempts = 0;
   private timer?: NodeJS.Timeout;
   private cache: { at: number; buf: Buffer; len: number };
@@ -321,7 +323,7 @@ class ReadTransfer {
         this.count = 1;
         this.packets = [this.o.oack];
         this.transmit();
-      } else this.advance().catch((e: Error) => this.finish(e));
+      } else this.step();
     });
   }
 
@@ -357,34 +359,57 @@ class ReadTransfer {
         this.next = this.first + k + 1;
         this.attempts = 0;
         if (this.next > this.last) this.finish();
-        else this.advance().catch((e: Error) => this.finish(e));
+        else this.step();
         return;
       }
     }
   }
 
-  /** Sends the window starting at `next`, refilling the read-ahead buffer when it has to. */
-  private async advance(): Promise<void> {
+  /** Sends the window starting at `next`: at once from the read-ahead buffer, after a refill when it has to. */
+  private step(): void {
+    const { blksize, size } = this.o;
+    const offset = (this.next - 1) * blksize;
+    const want = Math.min(Math.min(this.o.window, this.last - this.next + 1) * blksize, size - offset);
+    const c = this.cache;
+    if (!this.o.data && (offset < c.at || offset + want > c.at + c.len)) {
+      if (this.reading) return; // a repeated ACK while the buffer refills: the refill sends
+      this.reading = true;
+      this.o.read!(c.buf, offset).then(
+        (len) => {
+          this.reading = false;
+          c.len = len;
+          c.at = offset;
+          this.sendWindow();
+        },
+        (e: Error) => this.finish(e),
+      );
+    } else this.sendWindow();
+  }
+
+  /**
+   * The window's DATA packets, built in buffers kept for the whole transfer (one per window slot):
+   * a slot is written again only after the client acknowledged what it held.
+   */
+  private sendWindow(): void {
     const { blksize, size } = this.o;
     const count = Math.min(this.o.window, this.last - this.next + 1);
     const offset = (this.next - 1) * blksize;
-    const want = Math.min(count * blksize, size - offset);
     const c = this.cache;
-    if (!this.o.data && (offset < c.at || offset + want > c.at + c.len)) {
-      c.len = await this.o.read!(c.buf, offset);
-      c.at = offset;
-    }
     const base = offset - c.at;
-    const got = Math.min(want, c.len - base);
+    const got = Math.min(Math.min(count * blksize, size - offset), c.len - base);
     const packets: Buffer[] = [];
     for (let k = 0; k < count; k++) {
       const from = k * blksize;
       const len = Math.max(0, Math.min(blksize, got - from));
-      const p = Buffer.allocUnsafe(4 + len);
-      p.writeUInt16BE(OP.DATA, 0);
-      p.writeUInt16BE((this.next + k) & 0xffff, 2);
-      c.buf.copy(p, 4, base + from, base + from + len);
-      packets.push(p);
+      let slot = this.slots[k];
+      if (!slot) {
+        slot = Buffer.allocUnsafe(4 + blksize);
+        this.slots[k] = slot;
+      }
+      slot.writeUInt16BE(OP.DATA, 0);
+      slot.writeUInt16BE((this.next + k) & 0xffff, 2);
+      c.buf.copy(slot, 4, base + from, base + from + len);
+      packets.push(len === blksize ? slot : slot.subarray(0, 4 + len));
     }
     this.first = this.next;
     this.count = count;

@@ -92,7 +92,17 @@ describe('backups shared over HTTP by the PXE server', () => {
     const local = await fsp.readFile(full);
     const part = await run('curl', ['-sf', '-r', '1000-1999', url(full)], {});
     expect(sha256(Buffer.from(part.stdout, 'latin1'))).toBe(sha256(local.subarray(1000, 2000)));
-    for (const bad of ['office/leak.txt', '..%2Fsecret.txt', 'office/..%2F..%2Fsecret.txt', 'nothing.rimg']) {
+    // Names with spaces and percent signs, as sent encoded.
+    await fsp.writeFile(join(images, 'notes 100%.txt'), 'odd name\n');
+    expect((await run('curl', ['-sf', `${base}shared/notes%20100%25.txt`])).stdout).toBe('odd name\n');
+    for (const bad of [
+      'office/leak.txt',
+      'office%2F..%2F..%2Fsecret.txt',
+      '%2e%2e/%2e%2e/secret.txt',
+      '..%2Fsecret.txt',
+      'office/..%2F..%2Fsecret.txt',
+      'nothing.rimg',
+    ]) {
       const r = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `${base}shared/${bad}`]);
       expect(r.stdout, bad).toBe('404');
     }
