@@ -31,8 +31,10 @@ export interface HttpBootOptions {
   tftpHost: string;
   /** A custom boot image offered as the third menu entry. */
   custom?: string;
-  /** Menu timeout; 0 boots the rescue environment without a menu. */
+  /** Menu timeout; 0 boots the default entry without a menu. */
   menuSeconds: number;
+  /** The entry started when nobody chooses: the rescue system (default), the local disk, or the custom image. */
+  menuDefault?: 'rescue' | 'local' | 'custom';
   /** Extra kernel arguments for the rescue environment (console=, rescue.nokiosk, …). */
   kernelArgs?: string;
   /**
@@ -77,17 +79,19 @@ export function menuScript(o: HttpBootOptions, mac: string | undefined, via: 'ht
   const macArg = mac ? ` rescue.mac=${mac}` : '';
   const lines = ['#!ipxe', `# Rescue network boot (build ${o.files.id}), served by ${o.baseUrl}`];
   const custom = o.custom ? basename(o.custom) : undefined;
+  // The entry taken when nobody chooses (or without a menu); a custom default needs a custom image.
+  const def = o.menuDefault === 'custom' && !custom ? 'rescue' : (o.menuDefault ?? 'rescue');
   if (o.menuSeconds > 0) {
     lines.push(
-      'menu Rescue - network boot || goto rescue',
-      'item rescue Rescue environment (restore, clone, back up) || goto rescue',
-      'item local Boot this computer from its own disk || goto rescue',
+      `menu Rescue - network boot || goto ${def}`,
+      `item rescue Rescue environment (restore, clone, back up) || goto ${def}`,
+      `item local Boot this computer from its own disk || goto ${def}`,
     );
-    if (custom) lines.push(`item custom Custom image: ${custom} || goto rescue`);
+    if (custom) lines.push(`item custom Custom image: ${custom} || goto ${def}`);
     lines.push(
-      `choose --default rescue --timeout ${o.menuSeconds * 1000} target && goto \${target} || goto rescue`,
+      `choose --default ${def} --timeout ${o.menuSeconds * 1000} target && goto \${target} || goto ${def}`,
     );
-  }
+  } else lines.push(`goto ${def}`);
   lines.push(
     ':rescue',
     'echo Loading the rescue environment...',
@@ -134,7 +138,7 @@ export function grubNetConfig(o: HttpBootOptions, mac: string | undefined): stri
   return [
     `# Rescue network boot (build ${o.files.id}), served by ${o.baseUrl}`,
     `set timeout=${o.menuSeconds}`,
-    'set default=0',
+    `set default=${o.menuDefault === 'local' ? 1 : 0}`,
     "menuentry 'Rescue environment (restore, clone, back up)' {",
     "  echo 'Loading the rescue environment...'",
     `  linux ${dev}vmlinuz ${args}`,

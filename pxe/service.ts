@@ -53,6 +53,7 @@ export interface PxeServiceOptions {
   /** How iPXE fetches the kernel and initrds: HTTP (default) or TFTP (networks that pass only TFTP; the benchmark). */
   transfer?: 'http' | 'tftp';
   menuSeconds?: number;
+  menuDefault?: 'rescue' | 'local' | 'custom';
   kernelArgs?: string;
   /** Ports, for tests. */
   dhcpPort?: number;
@@ -272,6 +273,7 @@ export class PxeService {
       custom: this.o.custom,
       images: this.o.images,
       menuSeconds: this.o.menuSeconds ?? 5,
+      menuDefault: this.o.menuDefault,
       kernelArgs: this.o.kernelArgs,
       status: () => ({ ...this.status() }),
     };

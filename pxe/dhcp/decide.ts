@@ -136,6 +136,10 @@ export function decide(req: DhcpPacket, plan: BootPlan, mode: 'proxy' | 'full', 
       options.push({ code: OPT.TFTP_SERVER, data: Uint8Array.from(Buffer.from(plan.serverIp)) });
       options.push({ code: OPT.BOOTFILE, data: Uint8Array.from(Buffer.from(bootFile)) });
     }
+    // iPXE's "no-pxedhcp" (175.176): this offer has it all, so iPXE need not wait ~10 s for a
+    // ProxyDHCP offer that will never come.
+    if (mode === 'full' && client.ipxe)
+      options.push({ code: OPT.IPXE, data: encodeSubOptions([[176, Uint8Array.of(1)]]) });
   }
   const reply: DhcpPacket = {
     op: BOOTREPLY,

@@ -117,6 +117,20 @@ describe('PXE DHCP decisions', () => {
     expect([...option(pxe, OPT.ROUTER)!]).toEqual([192, 0, 2, 1]);
     expect(Buffer.from(option(pxe, OPT.LEASE_TIME)!).readUInt32BE(0)).toBe(3600);
     expect(pxe.file).toBe('snponly.efi');
+    // Firmware PXE gets no iPXE options; iPXE is told not to wait for a ProxyDHCP offer (175.176).
+    expect(option(pxe, OPT.IPXE)).toBeUndefined();
+    const ipxe = answer(
+      request(MESSAGE.DISCOVER, [{ code: OPT.USER_CLASS, data: text('iPXE') }], 7),
+      'full',
+      lease,
+    ).received!;
+    expect([...decodeSubOptions(option(ipxe, OPT.IPXE)!).get(176)!]).toEqual([1]);
+    expect(
+      option(
+        answer(request(MESSAGE.DISCOVER, [{ code: OPT.USER_CLASS, data: text('iPXE') }], 7)).received!,
+        OPT.IPXE,
+      ),
+    ).toBeUndefined();
     const plain = answer(request(MESSAGE.DISCOVER, []), 'full', lease).received!;
     expect(plain.yiaddr).toBe('192.0.2.50');
     expect(option(plain, OPT.BOOTFILE)).toBeUndefined();

@@ -396,6 +396,7 @@ describe('menu entries and boot paths', () => {
       expect(script).toContain('item custom Custom image: tools.iso');
       expect(script).toContain(`sanboot --no-describe http://${PXE_SERVER_IP}/pxe/files/tools.iso`);
       expect(script).toContain('sanboot --no-describe --drive 0x80');
+      expect(script).toContain('item rescue Rescue environment');
       const head = await curl('-I', `http://${PXE_SERVER_IP}/pxe/files/tools.iso`);
       expect(head.stdout).toMatch(/content-length: 4096/i);
     } finally {
@@ -422,6 +423,45 @@ describe('menu entries and boot paths', () => {
     );
     expect(sb.stderr).toContain('--secure-boot needs shimx64.efi and grubx64.efi');
     expect(sb.stderr).toContain('[E_PXE_NO_LOADER]');
+    const noCustom = await lan.exec(
+      lan.server,
+      process.execPath,
+      [cli, 'pxe', 'serve', '--interface', 'br0', '--boot-files', bootFiles, '--menu-default', 'custom'],
+      { allowFail: true },
+    );
+    expect(noCustom.code).toBe(2);
+    expect(noCustom.stderr).toContain('--menu-default custom needs --custom FILE');
+  });
+
+  it('--menu-default local: the menu starts this computer’s disk unless someone chooses; --menu 0 goes straight there', async () => {
+    for (const [menu, expected] of [
+      ['4', `choose --default local --timeout 4000 target && goto \${target} || goto local`],
+      ['0', 'goto local'],
+    ]) {
+      const server = await pxeServe(lan, [
+        '--boot-files',
+        bootFiles,
+        '--state',
+        join(dir, 'state-local'),
+        '--probe-seconds',
+        '0',
+        '--menu',
+        menu,
+        '--menu-default',
+        'local',
+      ]);
+      await lan.exec(lan.client, 'ip', ['addr', 'add', '192.0.2.52/24', 'dev', 'eth0']);
+      try {
+        const script = (
+          await lan.exec(lan.client, 'curl', ['-sS', '--fail', `http://${PXE_SERVER_IP}/pxe/boot.ipxe`])
+        ).stdout;
+        expect(script).toContain(expected);
+        if (menu === '0') expect(script).not.toContain('choose');
+      } finally {
+        await server.stop();
+        await lan.exec(lan.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
+      }
+    }
   });
 
   it('--secure-boot: UEFI clients are pointed at shim, and GRUB gets its config (with the MAC) over TFTP', async () => {

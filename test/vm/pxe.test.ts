@@ -10,8 +10,12 @@
  * 3. OVMF with Secure Boot on (Microsoft's keys), `--secure-boot`: Microsoft-signed shim over TFTP →
  *    Debian-signed network GRUB → its config made by the server → the signed kernel and initrds over
  *    TFTP (that GRUB has no HTTP).
+ * 4. The other menu entries, taken as the default, under SeaBIOS: "boot this computer's disk" (iPXE
+ *    hands over to the disk, which holds our hybrid ISO: its system starts from that disk), and a
+ *    custom image — our own ISO — SAN-booted by iPXE over HTTP (its GRUB and kernel start, reading
+ *    the ISO by byte ranges).
  *
- * In both, the clients page must show the machine at stage "rescue" with its trace, and the booted
+ * In 1-3, the clients page must show the machine at stage "rescue" with its trace, and the booted
  * rescue system's /api/health must answer from the LAN. In the first, the machine also has a blank
  * disk, and a backup the PXE server shares (`--images`) is restored onto it over HTTP through the
  * booted system's API; the disk must then equal the same restore done on the host. qemu runs under
@@ -53,6 +57,7 @@ describe.sequential('network boot with rescue pxe serve, qemu clients without di
   const dir = join(VM_CACHE, `pxe-run-${process.pid}`);
   let lan: BootLan;
   let files: string;
+  let iso: string;
   let shared: string;
   let expected: string;
   const vms: Vm[] = [];
@@ -61,6 +66,7 @@ describe.sequential('network boot with rescue pxe serve, qemu clients without di
   beforeAll(async () => {
     mkdirSync(dir, { recursive: true });
     const built = await testIso(log);
+    iso = built.iso;
     files = await testPxeFiles(built.iso);
     lan = await makeBootLan('pxv');
     mkdirSync(join(dir, 'shared'), { recursive: true });
@@ -323,6 +329,92 @@ describe.sequential('network boot with rescue pxe serve, qemu clients without di
       expect((await vm.sh('cat /proc/cmdline')).out).toContain(`rescue.mac=${mac}`);
     } finally {
       await server.stop();
+    }
+  }, 900_000);
+
+  it('the menu’s other entries: this computer’s disk, and a custom ISO SAN-booted over HTTP (SeaBIOS)', async () => {
+    const server = await pxeServe(lan, [
+      '--full-dhcp',
+      '--range',
+      '192.0.2.100-192.0.2.120',
+      '--boot-files',
+      files,
+      '--state',
+      join(dir, 'state-menu'),
+      '--menu',
+      '1',
+      '--menu-default',
+      'local',
+      '--probe-seconds',
+      '0',
+    ]);
+    try {
+      // The machine's own disk: our hybrid ISO written to it (a disk that boots by BIOS, as a stick does).
+      const vm = new Vm({
+        firmware: 'bios',
+        vga: 'none',
+        disks: [{ file: iso, bus: 'virtio', snapshot: true, bootindex: 1 }],
+        tap: { netns: lan.client, ifname: 'tap0', mac: '52:54:00:00:07:04', boot: true },
+      });
+      vms.push(vm);
+      const t0 = Date.now();
+      await vm.start();
+      // iPXE's `sanboot --drive 0x80` hands over to the disk: its GRUB and kernel run, and the initrd
+      // finds its files on that disk.
+      await vm.waitForSerial(/rescue: rescue medium: \/dev\/vda/, 300_000);
+      figure(
+        'PXE menu → this computer’s disk (SeaBIOS, sanboot --drive 0x80): qemu start → disk’s system running (tcg)',
+        `${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      const get = await pairedCurl(lan, dir, server.pin);
+      const c = ((await get('/api/pxe/clients')) as { clients: ClientView[] }).clients.find(
+        (x) => x.mac === '52:54:00:00:07:04',
+      );
+      const trace = c!.trace.map((t) => t.text).join('\n');
+      expect(trace).toContain('HTTP /pxe/boot.ipxe');
+      expect(trace).not.toContain('vmlinuz');
+      await vm.stop();
+    } finally {
+      await server.stop();
+    }
+
+    const custom = await pxeServe(lan, [
+      '--boot-files',
+      files,
+      '--full-dhcp',
+      '--range',
+      '192.0.2.100-192.0.2.120',
+      '--state',
+      join(dir, 'state-custom'),
+      '--custom',
+      iso,
+      '--menu',
+      '1',
+      '--menu-default',
+      'custom',
+      '--probe-seconds',
+      '0',
+    ]);
+    try {
+      const vm = new Vm({
+        firmware: 'bios',
+        vga: 'none',
+        memoryMiB: 1024,
+        tap: { netns: lan.client, ifname: 'tap0', mac: '52:54:00:00:07:05', boot: true },
+      });
+      vms.push(vm);
+      const t0 = Date.now();
+      await vm.start();
+      // The ISO's own GRUB and kernel run; its initrd then looks for its medium (a SAN-booted CD is
+      // gone once Linux runs, so it does not find it — the ISO was never meant to run this way).
+      await vm.waitForSerial(/rescue: looking for the rescue medium/, 300_000);
+      figure(
+        'PXE menu → custom ISO SAN-booted over HTTP (SeaBIOS): qemu start → its initrd runs (tcg)',
+        `${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      expect(custom.output()).not.toContain('WARNING');
+    } finally {
+      await custom.stop();
     }
   }, 900_000);
 });

@@ -20,6 +20,8 @@ export interface VmDisk {
   format?: 'raw' | 'qcow2';
   /** A copy-on-write snapshot: writes are thrown away. */
   snapshot?: boolean;
+  /** Its place in the firmware's boot order (after a network boot, say). */
+  bootindex?: number;
 }
 
 export interface VmOptions {
@@ -47,6 +49,8 @@ export interface VmOptions {
    * virtio-net driver and PXE).
    */
   tap?: { netns: string; ifname: string; mac?: string; romfile?: string; boot?: boolean };
+  /** More qemu arguments. */
+  extraArgs?: string[];
 }
 
 export const OVMF = {
@@ -168,7 +172,8 @@ export class Vm {
         '-drive',
         `if=none,id=${id},format=${d.format ?? 'raw'},file=${d.file}${d.snapshot ? ',snapshot=on' : ''}`,
       );
-      const boot = o.bootDisk && i === 0 ? ',bootindex=0' : '';
+      const boot =
+        d.bootindex !== undefined ? `,bootindex=${d.bootindex}` : o.bootDisk && i === 0 ? ',bootindex=0' : '';
       if (d.bus === 'virtio') args.push('-device', `virtio-blk-pci,drive=${id}${boot}`);
       else if (d.bus === 'nvme') args.push('-device', `nvme,drive=${id},serial=RESCUE${i}${boot}`);
       else args.push('-device', `ide-hd,bus=ahci.${sata++},drive=${id}${boot}`);
@@ -180,6 +185,7 @@ export class Vm {
         '-device',
         'usb-storage,drive=stick,removable=on,bootindex=0',
       );
+    if (o.extraArgs) args.push(...o.extraArgs);
     if (o.kernel)
       args.push('-kernel', o.kernel.vmlinuz, '-initrd', o.kernel.initrd, '-append', o.kernel.append);
     this.o.log?.(`qemu-system-x86_64 ${args.join(' ')}`);

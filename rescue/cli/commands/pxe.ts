@@ -1,7 +1,7 @@
 /**
  * rescue pxe serve --interface IF [--full-dhcp --range A-B] [--images DIR] [--boot-files DIR]
  *                  [--port P] [--custom FILE] [--menu S] [--router IP] [--dns IP]… [--state DIR]
- *                  [--transfer http|tftp] [--secure-boot] [--kernel-args TEXT] [--lease-time S] [--probe-seconds S]
+ *                  [--menu-default rescue|local|custom] [--transfer http|tftp] [--secure-boot] [--kernel-args TEXT] [--lease-time S] [--probe-seconds S]
  *
  * Network boot for a LAN: DHCP (proxy beside the network's own server by default; a full DHCP
  * server with --full-dhcp), TFTP for the iPXE loaders, HTTP for the boot menu, kernel and rescue
@@ -29,6 +29,7 @@ const OPTIONS = {
   transfer: { type: 'string' },
   'secure-boot': { type: 'boolean' },
   menu: { type: 'string' },
+  'menu-default': { type: 'string' },
   'kernel-args': { type: 'string' },
   port: { type: 'string' },
   state: { type: 'string' },
@@ -83,6 +84,7 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
     transfer: transferOption(v.transfer),
     secureBoot: v['secure-boot'],
     menuSeconds: number(v.menu, '--menu', 600),
+    menuDefault: menuDefaultOption(v['menu-default'], v.custom),
     kernelArgs: v['kernel-args'],
     probeSeconds: number(v['probe-seconds'], '--probe-seconds', 30),
     probe: pingProbe(v.interface, () =>
@@ -130,4 +132,15 @@ export async function pxeCommand(argv: string[], signal: AbortSignal): Promise<n
 function transferOption(text: string | undefined): 'http' | 'tftp' | undefined {
   if (text === undefined || text === 'http' || text === 'tftp') return text;
   throw new UsageError(`--transfer takes http or tftp, not "${text}"`);
+}
+
+function menuDefaultOption(
+  text: string | undefined,
+  custom: string | undefined,
+): 'rescue' | 'local' | 'custom' | undefined {
+  if (text === undefined) return undefined;
+  if (text !== 'rescue' && text !== 'local' && text !== 'custom')
+    throw new UsageError(`--menu-default takes rescue, local or custom, not "${text}"`);
+  if (text === 'custom' && !custom) throw new UsageError('--menu-default custom needs --custom FILE');
+  return text;
 }
