@@ -49,8 +49,6 @@ export interface VmOptions {
    * virtio-net driver and PXE).
    */
   tap?: { netns: string; ifname: string; mac?: string; romfile?: string; boot?: boolean };
-  /** More qemu arguments. */
-  extraArgs?: string[];
 }
 
 export const OVMF = {
@@ -185,7 +183,6 @@ export class Vm {
         '-device',
         'usb-storage,drive=stick,removable=on,bootindex=0',
       );
-    if (o.extraArgs) args.push(...o.extraArgs);
     if (o.kernel)
       args.push('-kernel', o.kernel.vmlinuz, '-initrd', o.kernel.initrd, '-append', o.kernel.append);
     this.o.log?.(`qemu-system-x86_64 ${args.join(' ')}`);
