@@ -15,6 +15,7 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, Hono } from 'hono';
 import { RescueError } from '../rescue/engine/errors.ts';
 import type { ClientTracker } from './clients.ts';
+import { confine } from './confine.ts';
 
 export interface BootFiles {
   dir: string;
@@ -280,17 +281,6 @@ export function shareNames(folders: string[]): Map<string, string> {
   return out;
 }
 
-/** `rel` inside `root`, real path, or undefined when it is not there or leads outside. */
-async function inside(root: string, rel: string): Promise<string | undefined> {
-  const parts = rel.split('/').filter((p) => p !== '');
-  if (parts.some((p) => p === '..' || p === '.')) return undefined;
-  const base = await fsp.realpath(root).catch(() => undefined);
-  if (!base) return undefined;
-  const real = await fsp.realpath(join(base, ...parts)).catch(() => undefined);
-  if (!real || (real !== base && !real.startsWith(`${base}/`))) return undefined;
-  return real;
-}
-
 export function imageRoutes(app: Hono, folders: string[]): void {
   const shares = shareNames(folders);
   app.get('/pxe/images/', (c) =>
@@ -307,8 +297,10 @@ export function imageRoutes(app: Hono, folders: string[]): void {
     }
     if (parts.some((p) => p.includes('/') || p.includes('\0'))) return c.text('not found\n', 404);
     const root = shares.get(c.req.param('share'));
-    const rel = parts.join('/');
-    const path = root ? await inside(root, rel) : undefined;
+    // "." can only come encoded (the URL parser folds plain ones): refused like "..".
+    const found =
+      root && !parts.includes('.') ? await confine(root, parts.join('/')).catch(() => undefined) : undefined;
+    const path = found && 'real' in found ? found.real : undefined;
     const st = path ? await fsp.stat(path).catch(() => undefined) : undefined;
     if (!path || !st) return c.text('not found\n', 404);
     if (st.isDirectory()) {

@@ -141,26 +141,51 @@ export function decide(req: DhcpPacket, plan: BootPlan, mode: 'proxy' | 'full', 
     if (mode === 'full' && client.ipxe)
       options.push({ code: OPT.IPXE, data: encodeSubOptions([[176, Uint8Array.of(1)]]) });
   }
-  const reply: DhcpPacket = {
+  const reply = replyTo(req, {
+    flags: req.flags,
+    ciaddr: type === MESSAGE.REQUEST ? req.ciaddr : '0.0.0.0',
+    yiaddr: lease ? lease.ip : '0.0.0.0',
+    siaddr: client.pxe ? plan.serverIp : '0.0.0.0',
+    // BIOS PXE ROMs read the `file` field; long URLs only fit option 67.
+    file: bootFile && Buffer.byteLength(bootFile) <= 127 ? bootFile : '',
+    options,
+  });
+  trace.push(
+    `${type === MESSAGE.DISCOVER ? 'OFFER' : 'ACK'}${lease ? ` ${lease.ip}` : ' (proxy, no address)'}`,
+  );
+  return { client, reply, bootFile, trace };
+}
+
+/** A reply to `req`: its transaction, hardware address and relay kept, the rest as given. */
+function replyTo(
+  req: DhcpPacket,
+  f: Pick<DhcpPacket, 'flags' | 'ciaddr' | 'yiaddr' | 'siaddr' | 'file' | 'options'>,
+): DhcpPacket {
+  return {
     op: BOOTREPLY,
     htype: req.htype,
     hlen: req.hlen,
     hops: 0,
     xid: req.xid,
     secs: 0,
-    flags: req.flags,
-    ciaddr: type === MESSAGE.REQUEST ? req.ciaddr : '0.0.0.0',
-    yiaddr: lease ? lease.ip : '0.0.0.0',
-    siaddr: client.pxe ? plan.serverIp : '0.0.0.0',
     giaddr: req.giaddr,
     chaddr: req.chaddr,
     sname: '',
-    // BIOS PXE ROMs read the `file` field; long URLs only fit option 67.
-    file: bootFile && Buffer.byteLength(bootFile) <= 127 ? bootFile : '',
-    options,
+    ...f,
   };
-  trace.push(
-    `${type === MESSAGE.DISCOVER ? 'OFFER' : 'ACK'}${lease ? ` ${lease.ip}` : ' (proxy, no address)'}`,
-  );
-  return { client, reply, bootFile, trace };
+}
+
+/** A DHCPNAK for a REQUEST of an address that is not the client's (broadcast: it has no address). */
+export function nak(req: DhcpPacket, serverIp: string): DhcpPacket {
+  return replyTo(req, {
+    flags: req.flags | 0x8000,
+    ciaddr: '0.0.0.0',
+    yiaddr: '0.0.0.0',
+    siaddr: '0.0.0.0',
+    file: '',
+    options: [
+      { code: OPT.MESSAGE_TYPE, data: Uint8Array.of(MESSAGE.NAK) },
+      { code: OPT.SERVER_ID, data: ipBytes(serverIp) },
+    ],
+  });
 }

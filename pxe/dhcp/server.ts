@@ -17,14 +17,13 @@ import {
   type DhcpPacket,
   decodeDhcp,
   encodeDhcp,
-  ipBytes,
   MESSAGE,
   macOf,
   messageType,
   OPT,
   option,
 } from './codec.ts';
-import { type BootPlan, type Decision, decide, type Lease } from './decide.ts';
+import { type BootPlan, type Decision, decide, type Lease, nak } from './decide.ts';
 import { type LeaseTable, prefixToMask } from './leases.ts';
 
 export interface DhcpServerOptions {
@@ -195,7 +194,7 @@ export class DhcpServer {
           { client: { mac, ipxe: false, pxe: false }, trace },
           { via: 'dhcp', problem: `asked for ${ip}, which is not free` },
         );
-        await this.send(this.nak(req), req, from, 'dhcp');
+        await this.send(nak(req, this.o.serverIp), req, from, 'dhcp');
         return;
       }
       const d = decide(req, this.o.plan, 'full', this.lease(bound.ip));
@@ -208,29 +207,6 @@ export class DhcpServer {
       await leases.decline(mac, requested);
       this.log(`${mac} declined ${requested}: another machine uses it; set aside for 10 minutes`);
     }
-  }
-
-  private nak(req: DhcpPacket): DhcpPacket {
-    return {
-      op: BOOTREPLY,
-      htype: req.htype,
-      hlen: req.hlen,
-      hops: 0,
-      xid: req.xid,
-      secs: 0,
-      flags: req.flags | 0x8000,
-      ciaddr: '0.0.0.0',
-      yiaddr: '0.0.0.0',
-      siaddr: '0.0.0.0',
-      giaddr: req.giaddr,
-      chaddr: req.chaddr,
-      sname: '',
-      file: '',
-      options: [
-        { code: OPT.MESSAGE_TYPE, data: Uint8Array.of(MESSAGE.NAK) },
-        { code: OPT.SERVER_ID, data: ipBytes(this.o.serverIp) },
-      ],
-    };
   }
 
   /**

@@ -6,8 +6,8 @@
  * the root (boot ROMs send both).
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
-import { posix } from 'node:path';
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import { type Confined, confine } from '../confine.ts';
 import { decodeTftp, ERR, encodeTftp, OP, type TftpPacket } from './codec.ts';
 
 export interface TftpEvent {
@@ -50,19 +50,16 @@ class Refused extends Error {
 /** The file `requested` names inside `root`, or Refused (not found / access violation). */
 export async function resolveInRoot(root: string, requested: string): Promise<string> {
   const rel = requested.replace(/\\/g, '/').replace(/^\/+/, '');
-  if (rel === '' || rel.split('/').some((c) => c === '..'))
-    throw new Refused(ERR.ACCESS, `"${requested}" is outside the boot folder`);
-  const base = await realpath(root);
-  let real: string;
-  try {
-    real = await realpath(posix.join(base, rel));
-  } catch {
-    throw new Refused(ERR.NOT_FOUND, `"${requested}" not found`);
+  const c: Confined = rel === '' ? { refused: 'dotdot' } : await confine(root, rel);
+  if ('refused' in c) {
+    if (c.refused === 'missing') throw new Refused(ERR.NOT_FOUND, `"${requested}" not found`);
+    throw new Refused(
+      ERR.ACCESS,
+      `"${requested}" ${c.refused === 'escapes' ? 'leads outside' : 'is outside'} the boot folder`,
+    );
   }
-  if (real !== base && !real.startsWith(`${base}/`))
-    throw new Refused(ERR.ACCESS, `"${requested}" leads outside the boot folder`);
-  if (!(await stat(real)).isFile()) throw new Refused(ERR.NOT_FOUND, `"${requested}" is not a file`);
-  return real;
+  if (!(await stat(c.real)).isFile()) throw new Refused(ERR.NOT_FOUND, `"${requested}" is not a file`);
+  return c.real;
 }
 
 function toNetascii(b: Buffer): Buffer {

@@ -10,6 +10,7 @@
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isRescueError, RescueError } from '../engine/errors.ts';
+import { isUrl } from '../engine/image/storage.ts';
 import type { JobContext, JobEvent } from '../engine/jobs/job.ts';
 
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
@@ -90,7 +91,7 @@ interface Job {
  * reading sdb conflict), symlinks (/dev/disk/by-id/…) and relative paths are resolved.
  */
 export async function claimKey(path: string): Promise<string> {
-  if (/^https?:\/\//i.test(path)) return path; // an image read from a PXE server
+  if (isUrl(path)) return path; // an image read from a PXE server
   const real = await fsp.realpath(path).catch(() => resolve(path));
   const st = await fsp.stat(real).catch(() => undefined);
   if (!st?.isBlockDevice()) return real;

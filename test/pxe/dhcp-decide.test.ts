@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  BOOTREPLY,
   BOOTREQUEST,
   type DhcpOption,
   type DhcpPacket,
@@ -13,11 +14,12 @@ import {
   decodeSubOptions,
   encodeDhcp,
   MESSAGE,
+  macOf,
   messageType,
   OPT,
   option,
 } from '../../pxe/dhcp/codec.ts';
-import { type BootPlan, decide } from '../../pxe/dhcp/decide.ts';
+import { type BootPlan, decide, nak } from '../../pxe/dhcp/decide.ts';
 
 const PLAN: BootPlan = {
   serverIp: '192.0.2.1',
@@ -147,5 +149,18 @@ describe('PXE DHCP decisions', () => {
     ]);
     expect(answer(request(MESSAGE.RELEASE, [], 0)).reply).toBeUndefined();
     expect(answer({ ...request(MESSAGE.DISCOVER, [], 0), op: 2 }).trace).toEqual(['not a request: ignored']);
+  });
+
+  it('a NAK goes to the client’s transaction by broadcast, naming this server and nothing else', () => {
+    const req = request(MESSAGE.REQUEST, [], 0);
+    const n = decodeDhcp(encodeDhcp(nak({ ...req, flags: 0 }, '192.0.2.1')));
+    expect(messageType(n)).toBe(MESSAGE.NAK);
+    expect(n.op).toBe(BOOTREPLY);
+    expect(n.xid).toBe(0x1234);
+    expect(n.flags & 0x8000).toBe(0x8000);
+    expect([n.ciaddr, n.yiaddr, n.siaddr]).toEqual(['0.0.0.0', '0.0.0.0', '0.0.0.0']);
+    expect(macOf(n)).toBe('52:54:00:01:02:03');
+    expect(n.options.map((o) => o.code)).toEqual([OPT.MESSAGE_TYPE, OPT.SERVER_ID]);
+    expect([...option(n, OPT.SERVER_ID)!]).toEqual([192, 0, 2, 1]);
   });
 });

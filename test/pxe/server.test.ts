@@ -12,13 +12,13 @@ import { makeTempDir } from '../fixtures/lab.ts';
 import {
   type BackgroundProcess,
   type BootLan,
-  background,
   fakeBootFiles,
   makeBootLan,
   PXE_SERVER_IP,
   pairedCurl,
   pxeServe,
   ROUTER_IP,
+  routerDhcp,
 } from '../fixtures/pxe-net.ts';
 
 let lan: BootLan;
@@ -70,12 +70,6 @@ async function udhcpc(dev: string, extra: string[] = []): Promise<{ ip?: string;
   const text = await fsp.readFile(log, 'utf8').catch(() => '');
   const ip = /^bound ip=(\S+)/m.exec(text)?.[1];
   return { ip, log: `${r.stdout}${r.stderr}${text}` };
-}
-
-/** A client interface's MAC (sysfs under nsenter is still the host's: ask ip). */
-async function macOf(dev: string): Promise<string> {
-  const out = (await lan.exec(lan.client, 'ip', ['-j', 'link', 'show', dev])).stdout;
-  return (JSON.parse(out) as { address: string }[])[0].address;
 }
 
 async function dhclient(dev: string): Promise<{ ip?: string; log: string }> {
@@ -144,7 +138,7 @@ describe('full DHCP', () => {
     expect(r.log).toContain('mask=255.255.255.0');
     expect(r.log).toContain(`serverid=${PXE_SERVER_IP}`);
     const leases = JSON.parse(await fsp.readFile(join(state(), 'pxe-leases-br0.json'), 'utf8'));
-    const mac = await macOf('eth0');
+    const mac = await lan.clientMac('eth0');
     expect(leases).toEqual([expect.objectContaining({ mac, ip: '192.0.2.101', state: 'bound' })]);
     // Asked again, the same machine gets the same address.
     expect((await udhcpc('eth0')).ip).toBe('192.0.2.101');
@@ -164,7 +158,7 @@ describe('full DHCP', () => {
       clients: { mac: string; ip: string; stage: string; trace: { text: string }[] }[];
     };
     expect(body.server).toMatchObject({ mode: 'full', interface: 'br0', range: '192.0.2.100-192.0.2.120' });
-    const eth0 = await macOf('eth0');
+    const eth0 = await lan.clientMac('eth0');
     const c = body.clients.find((x) => x.mac === eth0);
     expect(c, JSON.stringify(body)).toMatchObject({ ip: '192.0.2.101', stage: 'dhcp' });
     expect(c!.trace.map((t) => t.text).join('\n')).toMatch(/ACK 192\.0\.2\.101/);
@@ -236,17 +230,7 @@ describe('proxy DHCP beside the network’s own DHCP server', () => {
   let server: BackgroundProcess & { pin: string };
 
   beforeAll(async () => {
-    router = background(lan.router, 'dnsmasq', [
-      '--no-daemon',
-      '--conf-file=/dev/null',
-      '--port=0',
-      '--interface=eth0',
-      '--bind-interfaces',
-      `--dhcp-range=192.0.2.150,192.0.2.160,255.255.255.0,1h`,
-      `--dhcp-leasefile=${join(dir, 'dnsmasq.leases')}`,
-      '--log-dhcp',
-    ]);
-    await router.waitFor(/DHCP, IP range/);
+    router = await routerDhcp(lan, join(dir, 'dnsmasq.leases'));
     server = await pxeServe(lan, [
       '--boot-files',
       bootFiles,
@@ -337,17 +321,8 @@ describe('proxy DHCP beside the network’s own DHCP server', () => {
 
 describe('full DHCP beside another DHCP server', () => {
   it('says so at start', async () => {
-    const router = background(lan.router, 'dnsmasq', [
-      '--no-daemon',
-      '--conf-file=/dev/null',
-      '--port=0',
-      '--interface=eth0',
-      '--bind-interfaces',
-      '--dhcp-range=192.0.2.150,192.0.2.160,255.255.255.0,1h',
-      `--dhcp-leasefile=${join(dir, 'dnsmasq2.leases')}`,
-    ]);
+    const router = await routerDhcp(lan, join(dir, 'dnsmasq2.leases'));
     try {
-      await router.waitFor(/DHCP, IP range/);
       const server = await pxeServe(lan, [
         '--full-dhcp',
         '--range',

@@ -26,11 +26,6 @@ let lan: BootLan;
 let server: BackgroundProcess & { pin: string };
 let browser: Browser;
 
-async function macOf(dev: string): Promise<string> {
-  const out = (await lan.exec(lan.client, 'ip', ['-j', 'link', 'show', dev])).stdout;
-  return (JSON.parse(out) as { address: string }[])[0].address;
-}
-
 beforeAll(async () => {
   dir = await makeTempDir('rescue-ui-pxe-');
   const files = await fakeBootFiles(join(dir, 'boot'));
@@ -70,7 +65,7 @@ beforeAll(async () => {
       '-s',
       script,
     ]);
-  const mac0 = await macOf('eth0');
+  const mac0 = await lan.clientMac('eth0');
   const curl = (...a: string[]) => lan.exec(lan.client, 'curl', ['-sS', '--fail', ...a]);
   await curl('--interface', 'eth0', '-o', '/dev/null', `http://${PXE_SERVER_IP}/pxe/boot.ipxe?mac=${mac0}`);
   await curl('--interface', 'eth0', '-o', '/dev/null', `http://${PXE_SERVER_IP}/pxe/files/vmlinuz`);
@@ -114,8 +109,8 @@ describe('the Network boot page', () => {
     await page.getByRole('link', { name: 'Network boot' }).click();
     await page.getByRole('heading', { name: 'Network boot' }).waitFor();
     await page.getByText('This server hands out addresses 192.0.2.100-192.0.2.110 (full DHCP).').waitFor();
-    const mac0 = await macOf('eth0');
-    const mac1 = await macOf('eth1');
+    const mac0 = await lan.clientMac('eth0');
+    const mac1 = await lan.clientMac('eth1');
     const first = page.getByRole('region', { name: `Computer ${mac0}` });
     await first.waitFor();
     await expect.poll(() => first.locator('li[aria-current="step"]').textContent()).toBe('Job');

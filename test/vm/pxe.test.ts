@@ -31,12 +31,12 @@ import { sha256, sparseFile } from '../fixtures/lab.ts';
 import {
   type BackgroundProcess,
   type BootLan,
-  background,
   makeBootLan,
   PXE_SERVER_IP,
   pairedCurl,
   pxeServe,
   ROUTER_IP,
+  routerDhcp,
 } from '../fixtures/pxe-net.ts';
 import { testIso, testPxeFiles, VM_CACHE } from './fixtures.ts';
 import { Vm, type VmOptions } from './qemu.ts';
@@ -175,16 +175,7 @@ describe.sequential('network boot with rescue pxe serve, qemu clients without di
   }
 
   it('SeaBIOS + the NIC’s iPXE, proxy DHCP beside the router’s dnsmasq: menu, HTTP boot, rescue reports in', async () => {
-    const router = background(lan.router, 'dnsmasq', [
-      '--no-daemon',
-      '--conf-file=/dev/null',
-      '--port=0',
-      '--interface=eth0',
-      '--bind-interfaces',
-      '--dhcp-range=192.0.2.150,192.0.2.160,255.255.255.0,1h',
-      `--dhcp-leasefile=${join(dir, 'dnsmasq.leases')}`,
-    ]);
-    await router.waitFor(/DHCP, IP range/);
+    const router = await routerDhcp(lan, join(dir, 'dnsmasq.leases'));
     const server = await pxeServe(lan, [
       '--boot-files',
       files,
