@@ -47,9 +47,14 @@ export class DiskList {
     const now = Date.now();
     if (!this.cached || this.cached.key !== key || now - this.cached.at > MAX_AGE_MS) {
       const disks = this.load();
-      disks.catch(() => {
+      const forget = () => {
         if (this.cached?.disks === disks) this.cached = undefined;
-      });
+      };
+      // A list read while the machine changed (a disk detached mid-read) answers this call only:
+      // it is kept only if the machine still looks as it did before the read.
+      disks.then(async () => {
+        if ((await this.key()) !== key) forget();
+      }, forget);
       this.cached = { key, at: now, disks };
     }
     return this.cached.disks;
